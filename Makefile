@@ -1,0 +1,34 @@
+# Everyday commands. Each target does its own set-up, idempotently, on a fresh machine.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# Data: ../shared/data when it exists; otherwise the loaders fall back to the Hugging Face hub.
+export CT_DATA_DIR ?= $(shell [ -d ../shared/data ] && cd ../shared/data && pwd)
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+## The main job: the whole CT-SFT pipeline on the tiny model, results under runs/demo/.
+demo: $(STAMP)
+	$(BIN)/python -m circuit_transfer.demo --out runs/demo
+
+## The test suite (fast unit tests plus real-data / real-model tests).
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check circuit_transfer tests analyses
+	$(BIN)/ruff format --check circuit_transfer tests analyses
+
+clean:
+	rm -rf runs .pytest_cache

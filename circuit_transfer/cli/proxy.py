@@ -1,0 +1,90 @@
+"""`prepare-proxy` and `evaluate`: the proxy checkpoint and per-language scores."""
+
+from __future__ import annotations
+
+import argparse
+
+from circuit_transfer.cli.common import add_task_args, task_for_checkpoint, task_from_args
+from circuit_transfer.data import languages, load_split, normalise_lang
+from circuit_transfer.io import atomic_write_json
+from circuit_transfer.table import markdown_table
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "prepare-proxy",
+        help="train the proxy checkpoint on the proxy language",
+        description="Fine-tune a model (or train the tiny model from scratch) on the proxy language with the "
+        "label-word readout, keep the epoch with the best valid accuracy, save a checkpoint directory.",
+    )
+    add_task_args(p)
+    p.add_argument("--lang", default="ind", help="proxy language code (default: ind)")
+    p.add_argument(
+        "--model", default="tiny", help="tiny | smollm2-135m | a checkpoint or HF directory | a TL name"
+    )
+    p.add_argument("--out", required=True, help="checkpoint directory to write")
+    p.add_argument("--epochs", type=int, help="training epochs (default: 12 for tiny, 3 for pretrained)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3 tiny, 3e-5 pretrained)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=run_prepare_proxy)
+
+    e = subparsers.add_parser(
+        "evaluate",
+        help="accuracy and macro-F1 per language",
+        description="Evaluate a checkpoint with the label-word readout on one split of many languages.",
+    )
+    add_task_args(e)
+    e.add_argument("--model", required=True, help="checkpoint directory (or any load_model spec)")
+    e.add_argument("--langs", default="all", help="comma-separated language codes, or 'all'")
+    e.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    e.add_argument("--out", help="write the results as JSON here")
+    e.set_defaults(run=run_evaluate)
+
+
+def run_prepare_proxy(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from circuit_transfer.proxy import PRETRAINED_TRAIN, TINY_TRAIN, prepare_proxy
+
+    task = task_from_args(args)
+    lang = normalise_lang(task.name, args.lang)
+    config = TINY_TRAIN if args.model == "tiny" else PRETRAINED_TRAIN
+    config = replace(config, seed=args.seed, batch_size=args.batch_size, max_len=args.max_len)
+    if args.epochs:
+        config = replace(config, epochs=args.epochs)
+    if args.lr:
+        config = replace(config, optim=replace(config.optim, lr=args.lr))
+    meta = prepare_proxy(task, lang, args.model, args.out, config, data_dir=args.data_dir, progress=True)
+    print(markdown_table(meta["training"]["curve"]))
+    test = meta["test"]
+    print(
+        f"proxy {args.model} on {task.name}/{lang}: best epoch {meta['training']['best_epoch']}, "
+        f"test accuracy {test['accuracy']:.3f}, macro-F1 {test['macro_f1']:.3f} (n={test['n']}), "
+        f"{meta['wall_time_s']:.0f}s -> {args.out}"
+    )
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from circuit_transfer.evaluate import evaluate
+    from circuit_transfer.models import load_model
+
+    model = load_model(args.model)
+    task = task_for_checkpoint(args, args.model)
+    langs = (
+        languages(task.name)
+        if args.langs == "all"
+        else [normalise_lang(task.name, x) for x in args.langs.split(",")]
+    )
+    rows = []
+    for lang in langs:
+        examples = load_split(task.name, lang, args.split, args.data_dir)
+        result = evaluate(model, task, examples, args.batch_size, args.max_len, progress=lang)
+        rows.append({"lang": lang, **result.to_dict()})
+    print(markdown_table(rows, ["lang", "accuracy", "macro_f1", "n", "predicted_counts"]))
+    if args.out:
+        atomic_write_json(
+            args.out, {"model": args.model, "task": task.name, "split": args.split, "results": rows}
+        )
+        print(f"wrote {args.out}")
+    return 0
