@@ -9,6 +9,8 @@ import sys
 # Subcommand modules, in the order of the pipeline; each defines `register(subparsers)`.
 SUBCOMMAND_MODULES = (
     "circuit_transfer.cli.proxy",  # prepare-proxy, evaluate
+    "circuit_transfer.cli.discover",  # discover, compare
+    "circuit_transfer.cli.transfer",  # transfer
 )
 
 

@@ -1,0 +1,184 @@
+"""Our checkpoint format: a directory that reloads to the same HookedTransformer bit for bit.
+
+Layout of a checkpoint directory:
+- `weights.safetensors`: the model's parameters (buffers such as the causal mask and rotary
+  tables are rebuilt from the config, so they are not stored);
+- `config.json`: the `HookedTransformerConfig` fields as JSON (dtype as a string, no device);
+- `tokenizer/`: `tokenizer.save_pretrained` output;
+- `circuit_transfer.json`: the marker, with the format version and the caller's metadata.
+
+A checkpoint is written to a temporary directory beside its destination and renamed into place,
+so a reader sees either a complete checkpoint or none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformers import AutoTokenizer
+
+from circuit_transfer.io import read_json
+from circuit_transfer.models.tokenizer import attach_tokenizer
+
+MARKER = "circuit_transfer.json"
+WEIGHTS = "weights.safetensors"
+CONFIG = "config.json"
+TOKENIZER = "tokenizer"
+FORMAT = "circuit-transfer-checkpoint"
+FORMAT_VERSION = 1
+REQUIRED = (MARKER, WEIGHTS, CONFIG, TOKENIZER)
+_FIX = "re-create it with `circuit-transfer prepare-proxy` (or `save_checkpoint(model, dir)`)"
+
+
+class CheckpointError(Exception):
+    """A checkpoint directory is incomplete, unreadable, or of an unknown format."""
+
+
+def is_checkpoint_dir(path: str | os.PathLike) -> bool:
+    """Whether `path` looks like one of our checkpoints (complete or not)."""
+    path = Path(path)
+    return path.is_dir() and any((path / name).exists() for name in (MARKER, WEIGHTS, TOKENIZER))
+
+
+def config_to_dict(cfg: HookedTransformerConfig) -> dict[str, Any]:
+    """The config's fields as JSON-ready values; `config_from_dict` inverts it."""
+    out: dict[str, Any] = {}
+    for key, value in cfg.to_dict().items():
+        if key == "device":
+            continue  # where to load is the loader's choice
+        if isinstance(value, torch.dtype):
+            value = str(value).removeprefix("torch.")
+        elif hasattr(value, "item") and not isinstance(value, torch.Tensor):
+            value = value.item()  # numpy scalars, e.g. attn_scale
+        out[key] = value
+    json.dumps(out)  # fail here, not half-way through a write, if a field is not JSON
+    return out
+
+
+def config_from_dict(d: dict[str, Any], device: str | torch.device | None = None) -> HookedTransformerConfig:
+    """Rebuild a config written by `config_to_dict`."""
+    d = dict(d)
+    if isinstance(d.get("dtype"), str):
+        d["dtype"] = getattr(torch, d["dtype"])
+    d["device"] = None if device is None else str(device)
+    return HookedTransformerConfig(**d)
+
+
+def _write_checkpoint(model: HookedTransformer, out: Path, metadata: dict[str, Any]) -> None:
+    params = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()}
+    save_file(params, str(out / WEIGHTS))
+    (out / CONFIG).write_text(json.dumps(config_to_dict(model.cfg), indent=2) + "\n", encoding="utf-8")
+    model.tokenizer.save_pretrained(str(out / TOKENIZER))
+    marker = {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": metadata}
+    (out / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+
+
+def save_checkpoint(
+    model: HookedTransformer,
+    out_dir: str | os.PathLike,
+    metadata: dict[str, Any] | None = None,
+    overwrite: bool = True,
+) -> Path:
+    """Save `model` (weights, config, tokenizer) and `metadata` as a checkpoint directory.
+
+    Args:
+        metadata: JSON-serialisable facts to keep with the weights (task, language, training
+            figures, ...); `read_checkpoint_metadata` returns it.
+        overwrite: replace an existing checkpoint at `out_dir`. A directory that is not one of
+            our checkpoints is never replaced.
+
+    Returns:
+        The checkpoint directory.
+    """
+    if model.tokenizer is None:
+        raise ValueError("save_checkpoint needs a model with a tokenizer (model.tokenizer is None)")
+    out = Path(out_dir)
+    metadata = dict(metadata or {})
+    json.dumps(metadata)
+    if out.exists():
+        if not overwrite:
+            raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
+        if not out.is_dir() or (any(out.iterdir()) and not is_checkpoint_dir(out)):
+            raise FileExistsError(f"{out} exists and is not a circuit-transfer checkpoint; not replacing it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    old: Path | None = None
+    try:
+        _write_checkpoint(model, tmp, metadata)
+        if out.exists():
+            old = out.with_name(f"{tmp.name}.old")
+            os.replace(out, old)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None and not out.exists():
+            os.replace(old, out)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return out
+
+
+def _check_complete(path: Path) -> dict[str, Any]:
+    if not path.is_dir():
+        raise CheckpointError(f"checkpoint directory {path} does not exist; {_FIX}")
+    for name in REQUIRED:
+        if not (path / name).exists():
+            raise CheckpointError(f"checkpoint {path} is missing `{name}`; {_FIX}")
+    marker = read_json(path / MARKER)
+    if marker.get("format") != FORMAT:
+        raise CheckpointError(f"{path / MARKER} is not a {FORMAT} marker; {_FIX}")
+    if marker.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has format version {marker.get('format_version')}, "
+            f"this code reads version {FORMAT_VERSION}; {_FIX}"
+        )
+    return marker
+
+
+def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata dict saved with a checkpoint."""
+    return _check_complete(Path(path))["metadata"]
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> HookedTransformer:
+    """Load a checkpoint written by `save_checkpoint`.
+
+    Args:
+        dtype: convert the weights to this dtype; None keeps the saved dtype (bit-exact).
+    """
+    path = Path(path)
+    _check_complete(path)
+    cfg = config_from_dict(read_json(path / CONFIG), device=device)
+    init_weights = cfg.init_weights
+    cfg.init_weights = False  # the weights come from the file
+    model = HookedTransformer(cfg, move_to_device=True)
+    cfg.init_weights = init_weights
+    state = load_file(str(path / WEIGHTS), device=str(cfg.device))
+    expected = {name for name, _ in model.named_parameters()}
+    missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path / WEIGHTS} does not match {path / CONFIG}: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}; {_FIX}"
+        )
+    model.load_state_dict(state, strict=False)
+    if dtype is not None and dtype != cfg.dtype:
+        model = model.to(dtype)
+        model.cfg.dtype = dtype
+    tokenizer = AutoTokenizer.from_pretrained(str(path / TOKENIZER))
+    attach_tokenizer(model, tokenizer)
+    model.eval()
+    return model

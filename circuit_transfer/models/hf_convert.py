@@ -1,0 +1,189 @@
+"""Convert a Hugging Face causal LM (in memory or a local directory) into a HookedTransformer.
+
+Weights are converted with TransformerLens's own `convert_*_weights` and loaded *unprocessed*:
+no LayerNorm folding, no centring, no value-bias folding, so norm weights stay real, trainable
+parameters and logits equal the Hugging Face model's.
+
+The config: Llama-architecture models (SmolLM2 among them) are mapped by hand
+(`llama_hooked_config`); every other architecture goes through TransformerLens's
+`get_pretrained_model_config`, fed a copy of the HF config in a neutral temporary directory
+(TransformerLens 3.9 picks some architectures from the *path* string, e.g. any path containing
+"llama" or "gemma", so the user's own path is never passed to it).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens.loading_from_pretrained import get_pretrained_model_config, get_pretrained_state_dict
+from transformer_lens.pretrained.weight_conversions import convert_llama_weights
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from circuit_transfer.models.tokenizer import attach_tokenizer
+
+# The causal mask is an n_ctx x n_ctx buffer per layer (SmolLM2 declares 8192: 2 GiB of masks).
+# Rotary models have no positional weights, so their context is capped here; raise it if needed.
+MAX_ROTARY_CTX = 2048
+
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+HF_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def is_hf_dir(path: str | os.PathLike) -> bool:
+    """Whether `path` is a local Hugging Face checkpoint: config.json plus weights."""
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        return False
+    return any((path / name).is_file() for name in HF_WEIGHT_FILES) or any(path.glob("*.safetensors"))
+
+
+def _rope_theta(hf_config: PretrainedConfig) -> float:
+    theta = getattr(hf_config, "rope_theta", None)
+    params = getattr(hf_config, "rope_parameters", None) or {}
+    return float(theta if theta is not None else params.get("rope_theta", 10000.0))
+
+
+def _rope_type(hf_config: PretrainedConfig) -> str:
+    scaling = getattr(hf_config, "rope_scaling", None) or getattr(hf_config, "rope_parameters", None) or {}
+    return scaling.get("rope_type") or scaling.get("type") or "default"
+
+
+def llama_hooked_config(
+    hf_config: PretrainedConfig,
+    model_name: str,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> HookedTransformerConfig:
+    """A HookedTransformerConfig for a LlamaForCausalLM config: RMSNorm, rotary, SwiGLU, GQA."""
+    if getattr(hf_config, "attention_bias", False) or getattr(hf_config, "mlp_bias", False):
+        raise NotImplementedError("Llama models with attention or MLP biases are not supported")
+    if _rope_type(hf_config) != "default":
+        raise NotImplementedError(f"Llama rope scaling {_rope_type(hf_config)!r} is not supported")
+    n_heads = hf_config.num_attention_heads
+    d_head = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // n_heads
+    n_kv = getattr(hf_config, "num_key_value_heads", None) or n_heads
+    return HookedTransformerConfig(
+        model_name=model_name,
+        original_architecture="LlamaForCausalLM",
+        d_model=hf_config.hidden_size,
+        d_head=d_head,
+        n_heads=n_heads,
+        n_key_value_heads=n_kv if n_kv != n_heads else None,  # TL uses GQA iff this is set
+        d_mlp=hf_config.intermediate_size,
+        n_layers=hf_config.num_hidden_layers,
+        n_ctx=min(hf_config.max_position_embeddings, MAX_ROTARY_CTX),
+        d_vocab=hf_config.vocab_size,
+        act_fn=hf_config.hidden_act,
+        eps=hf_config.rms_norm_eps,
+        normalization_type="RMS",
+        final_rms=True,
+        positional_embedding_type="rotary",
+        rotary_dim=d_head,
+        rotary_base=_rope_theta(hf_config),
+        rotary_adjacent_pairs=False,
+        gated_mlp=True,
+        tie_word_embeddings=bool(getattr(hf_config, "tie_word_embeddings", False)),
+        init_weights=False,
+        device=None if device is None else str(device),
+        dtype=dtype,
+    )
+
+
+def hooked_config_from_hf(
+    hf_config: PretrainedConfig,
+    model_name: str,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+    architecture: str | None = None,
+) -> HookedTransformerConfig:
+    """A HookedTransformerConfig for any architecture TransformerLens can convert.
+
+    Args:
+        architecture: the HF model class name, e.g. "GPT2LMHeadModel"; defaults to the config's
+            `architectures[0]` (which a config read from a GGUF file lacks).
+    """
+    architecture = architecture or (hf_config.architectures or [None])[0]
+    if architecture is None:
+        raise ValueError("the HF config names no architecture; pass `architecture`")
+    if architecture == "LlamaForCausalLM":
+        return llama_hooked_config(hf_config, model_name, device=device, dtype=dtype)
+    hf_config = copy.deepcopy(hf_config)
+    hf_config.architectures = [architecture]
+    if architecture == "GPT2LMHeadModel" and not hasattr(hf_config, "n_ctx"):
+        hf_config.n_ctx = hf_config.n_positions  # TL 3.9 reads n_ctx, which transformers 5 dropped
+    with tempfile.TemporaryDirectory(prefix="ct-hf-config-") as tmp:
+        hf_config.save_pretrained(tmp)
+        cfg = get_pretrained_model_config(
+            tmp, hf_cfg=hf_config.to_dict(), fold_ln=False, device=device, dtype=dtype
+        )
+    cfg.model_name = model_name
+    cfg.tokenizer_name = None  # the tokenizer is attached explicitly, never looked up by name
+    if cfg.positional_embedding_type == "rotary" and cfg.n_ctx > MAX_ROTARY_CTX:
+        cfg.n_ctx = MAX_ROTARY_CTX
+    return cfg
+
+
+def _convert_state_dict(hf_model: PreTrainedModel, cfg: HookedTransformerConfig) -> dict[str, torch.Tensor]:
+    if cfg.original_architecture == "LlamaForCausalLM":
+        return convert_llama_weights(hf_model, cfg)
+    with tempfile.TemporaryDirectory(prefix="ct-hf-model-") as tmp:  # a neutral "name"
+        return get_pretrained_state_dict(tmp, cfg, hf_model=hf_model, dtype=cfg.dtype)
+
+
+def hooked_from_hf(
+    hf_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    model_name: str,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> HookedTransformer:
+    """Convert an in-memory HF causal LM (plus its tokenizer) into an unprocessed HookedTransformer."""
+    cfg = hooked_config_from_hf(
+        hf_model.config, model_name, device=device, dtype=dtype, architecture=type(hf_model).__name__
+    )
+    state_dict = _convert_state_dict(hf_model, cfg)
+    model = HookedTransformer(cfg, move_to_device=True)
+    model.load_and_process_state_dict(
+        state_dict,
+        fold_ln=False,
+        center_writing_weights=False,
+        center_unembed=False,
+        fold_value_biases=False,
+        refactor_factored_attn_matrices=False,
+    )
+    attach_tokenizer(model, tokenizer)
+    model.eval()
+    return model
+
+
+def load_hf_dir(
+    path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> HookedTransformer:
+    """Load a local Hugging Face checkpoint directory (config, weights, tokenizer) as a HookedTransformer."""
+    path = Path(path)
+    hf_config = AutoConfig.from_pretrained(str(path))
+    if not any((path / name).is_file() for name in HF_TOKENIZER_FILES):
+        raise FileNotFoundError(
+            f"{path} has model weights but no tokenizer (none of {', '.join(HF_TOKENIZER_FILES)}): "
+            f"save one there with `tokenizer.save_pretrained({str(path)!r})`"
+        )
+    tokenizer = AutoTokenizer.from_pretrained(str(path))
+    hf_model = AutoModelForCausalLM.from_pretrained(str(path), config=hf_config, dtype=torch.float32)
+    return hooked_from_hf(hf_model, tokenizer, model_name=path.name, device=device, dtype=dtype)

@@ -1,0 +1,126 @@
+"""Supervised fine-tuning with the label-word readout, with epoch selection on a validation set.
+
+One loop serves the proxy checkpoint (all parameters trainable) and every transfer method (a
+head-level mask from `masking`): the same schedule, clipping and selection make comparisons fair.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from circuit_transfer.data import Example
+from circuit_transfer.evaluate import evaluate
+from circuit_transfer.optim import MaskedAdamW, OptimConfig
+from circuit_transfer.readout import encode, final_logits
+from circuit_transfer.tasks import Task
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to fine-tune.
+
+    Attributes:
+        epochs: passes over the training set; the epoch with the best validation accuracy is kept.
+        loss: "label": cross-entropy over the label-word logits (default, method.md §2);
+            "vocab": full-vocabulary cross-entropy on the gold label word's first token.
+    """
+
+    epochs: int = 5
+    batch_size: int = 16
+    max_len: int = 128
+    loss: Literal["label", "vocab"] = "label"
+    seed: int = 0
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TrainResult:
+    """Per-epoch curve and the selected epoch (whose weights are left in the model)."""
+
+    curve: list[dict]
+    best_epoch: int
+    best_valid_accuracy: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def train_classifier(
+    model,
+    task: Task,
+    train: Sequence[Example],
+    valid: Sequence[Example],
+    config: TrainConfig = TrainConfig(),
+    masks: dict[str, torch.Tensor] | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Fine-tune `model` in place on `train`, keep the epoch with the best `valid` accuracy.
+
+    Only parameters with `requires_grad=True` are optimised; `masks` (parameter name -> 0/1 tensor)
+    confine updates, weight decay included, to the entries marked 1 (see `masking`). Epoch 0 (the
+    model before training) is a candidate too, so training can never select a worse model than it
+    started from on the validation set.
+    """
+    if not train:
+        raise ValueError("No training examples.")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("No trainable parameters: nothing to fine-tune.")
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    steps_per_epoch = -(-len(train) // config.batch_size)
+    optimizer = MaskedAdamW(model, config.optim, total_steps=steps_per_epoch * config.epochs, masks=masks)
+
+    def snapshot() -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    start = evaluate(model, task, valid, config.batch_size * 2, config.max_len)
+    curve = [
+        {"epoch": 0, "train_loss": None, "valid_accuracy": start.accuracy, "valid_macro_f1": start.macro_f1}
+    ]
+    best = (start.accuracy, 0, snapshot())
+    order = list(train)
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        rng.shuffle(order)
+        losses = []
+        for begin in tqdm(
+            range(0, len(order), config.batch_size), desc=f"epoch {epoch}", disable=not progress, leave=False
+        ):
+            batch = encode(model.tokenizer, task, order[begin : begin + config.batch_size], config.max_len)
+            batch = batch.to(model.cfg.device)
+            logits = final_logits(model(batch.tokens, attention_mask=batch.attention_mask), batch.final_pos)
+            if config.loss == "label":
+                loss = F.cross_entropy(logits[:, batch.label_ids].float(), batch.labels)
+            else:
+                loss = F.cross_entropy(logits.float(), batch.label_ids[batch.labels])
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        result = evaluate(model, task, valid, config.batch_size * 2, config.max_len)
+        curve.append(
+            {
+                "epoch": epoch,
+                "train_loss": sum(losses) / len(losses),
+                "valid_accuracy": result.accuracy,
+                "valid_macro_f1": result.macro_f1,
+            }
+        )
+        if result.accuracy > best[0]:
+            best = (result.accuracy, epoch, snapshot())
+    model.eval()
+    with torch.no_grad():
+        named = dict(model.named_parameters())
+        for name, value in best[2].items():
+            named[name].copy_(value)
+    return TrainResult(curve=curve, best_epoch=best[1], best_valid_accuracy=best[0])

@@ -1,0 +1,41 @@
+"""The console script: every subcommand has --help, and bad input gives a clear error, not a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from circuit_transfer.cli import build_parser
+
+
+def _subcommands() -> list[str]:
+    parser = build_parser()
+    action = next(a for a in parser._actions if a.dest == "command")
+    return sorted(action.choices)
+
+
+def test_top_level_help_lists_the_pipeline():
+    out = subprocess.run([sys.executable, "-m", "circuit_transfer.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0
+    for name in ("prepare-proxy", "evaluate", "transfer"):
+        assert name in out.stdout
+
+
+@pytest.mark.parametrize("name", _subcommands())
+def test_every_subcommand_has_help(name, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args([name, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: circuit-transfer " + name in capsys.readouterr().out
+
+
+def test_unknown_language_is_a_clear_error(capsys, tmp_path):
+    from circuit_transfer.cli import main
+
+    code = main(["prepare-proxy", "--lang", "klingon", "--out", str(tmp_path / "p")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Unknown NusaX-Senti language 'klingon'" in err and "jav (javanese)" in err
+    assert not (tmp_path / "p").exists()
