@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
     """Call `write(tmp_path)` on a temporary file beside `path`, then rename it into place.
 
     The rename is atomic on POSIX, so readers (and resumed sweeps) never see a partial file;

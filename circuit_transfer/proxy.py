@@ -18,7 +18,7 @@ from circuit_transfer.tasks import Task, get_task
 from circuit_transfer.train import TrainConfig, train_classifier
 
 # Training from scratch needs more epochs and a larger step than fine-tuning a pretrained model.
-TINY_TRAIN = TrainConfig(epochs=12, batch_size=16, optim=OptimConfig(lr=2e-3, weight_decay=0.01))
+TINY_TRAIN = TrainConfig(epochs=8, batch_size=16, optim=OptimConfig(lr=2e-3, weight_decay=0.01))
 PRETRAINED_TRAIN = TrainConfig(epochs=3, batch_size=8, optim=OptimConfig(lr=3e-5, weight_decay=0.01))
 
 

@@ -23,7 +23,7 @@ def register(subparsers) -> None:
         "--model", default="tiny", help="tiny | smollm2-135m | a checkpoint or HF directory | a TL name"
     )
     p.add_argument("--out", required=True, help="checkpoint directory to write")
-    p.add_argument("--epochs", type=int, help="training epochs (default: 12 for tiny, 3 for pretrained)")
+    p.add_argument("--epochs", type=int, help="training epochs (default: 8 for tiny, 3 for pretrained)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3 tiny, 3e-5 pretrained)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(run=run_prepare_proxy)

@@ -1,0 +1,145 @@
+"""Adapter-only checkpoints: save just the entries a mask lets change, apply them to the base model.
+
+A *delta* is a flat `dict[str, Tensor]` (safetensors-compatible). For every parameter `name`
+with at least one trainable entry it holds:
+
+- `"{name}.runs"`: int64 [n_runs, 2], the trainable entries of the flattened parameter as runs
+  (start, length). A head slice `W_Q[h]` is contiguous, so a head-masked tensor costs one run
+  per selected head; a fully trainable norm costs one run.
+- `"{name}.values"`: the trained values at those entries, in run order (the parameter's dtype).
+
+Values, not differences, are stored: applying them is an exact copy, so a base model plus the
+delta reproduces the trained model bit for bit. Frozen entries are not stored at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from transformer_lens import HookedTransformer
+
+from circuit_transfer.io import atomic_write
+from circuit_transfer.masking import ParamMasks
+
+Delta = dict[str, torch.Tensor]
+"""`"{param}.runs"` -> int64 [n_runs, 2] (start, length) and `"{param}.values"` -> values, per
+parameter with a trainable entry (see the module docstring)."""
+
+_RUNS, _VALUES = ".runs", ".values"
+
+
+def mask_runs(mask: torch.Tensor) -> torch.Tensor:
+    """The non-zero entries of the flattened `mask` as int64 [n_runs, 2] (start, length) runs."""
+    flat = mask.reshape(-1).ne(0).to(torch.int8).cpu()
+    edges = torch.diff(torch.cat([torch.zeros(1, dtype=torch.int8), flat, torch.zeros(1, dtype=torch.int8)]))
+    starts = torch.nonzero(edges == 1).flatten()
+    ends = torch.nonzero(edges == -1).flatten()
+    return torch.stack([starts, ends - starts], dim=1).to(torch.int64)
+
+
+def runs_to_index(runs: torch.Tensor) -> torch.Tensor:
+    """Flat int64 indices covered by (start, length) `runs`, in order."""
+    if runs.numel() == 0:
+        return torch.zeros(0, dtype=torch.int64)
+    starts, lengths = runs[:, 0], runs[:, 1]
+    offsets = torch.cumsum(lengths, 0) - lengths  # where each run begins in the output
+    position = torch.arange(int(lengths.sum()), dtype=torch.int64)
+    run_of = torch.repeat_interleave(torch.arange(len(runs)), lengths)
+    return starts[run_of] + (position - offsets[run_of])
+
+
+@torch.no_grad()
+def extract_delta(
+    model: HookedTransformer,
+    base_state_dict: Mapping[str, torch.Tensor],
+    masks: ParamMasks,
+    check_frozen: bool = True,
+) -> Delta:
+    """The trainable entries of `model`'s parameters, as a delta over `base_state_dict`.
+
+    Args:
+        model: the trained model.
+        base_state_dict: the weights training started from (e.g. a copy of the proxy checkpoint's
+            `state_dict()`), used to check that nothing outside the masks changed.
+        masks: what could change (`masking.head_grad_masks`).
+        check_frozen: verify every masked entry equals the base bit for bit (raise otherwise).
+
+    Raises:
+        ValueError: `check_frozen` and a masked entry differs from the base, or a shape mismatch.
+    """
+    delta: Delta = {}
+    for name, param in model.named_parameters():
+        mask = masks[name]
+        base = base_state_dict[name]
+        if base.shape != param.shape or mask.shape != param.shape:
+            raise ValueError(
+                f"{name}: parameter {tuple(param.shape)}, base {tuple(base.shape)}, mask {tuple(mask.shape)}"
+            )
+        keep = mask.ne(0)
+        if check_frozen:
+            frozen_now = param.detach()[~keep]
+            frozen_base = base.to(param.device)[~keep]
+            if not torch.equal(frozen_now, frozen_base):
+                n_diff = int((frozen_now != frozen_base).sum())
+                raise ValueError(f"{name}: {n_diff} entries outside the mask differ from the base model")
+        runs = mask_runs(mask)
+        if len(runs) == 0:
+            continue
+        index = runs_to_index(runs).to(param.device)
+        delta[name + _RUNS] = runs
+        delta[name + _VALUES] = param.detach().reshape(-1)[index].cpu().contiguous()
+    return delta
+
+
+def delta_num_values(delta: Delta) -> int:
+    """Number of parameter entries a delta carries."""
+    return sum(t.numel() for k, t in delta.items() if k.endswith(_VALUES))
+
+
+def save_delta(path: str | os.PathLike, delta: Delta, metadata: Mapping[str, Any] | None = None) -> Path:
+    """Write `delta` atomically as safetensors; `metadata` (JSON-serialisable) is kept in the header."""
+    header = {"format": "circuit-transfer-delta/1", "metadata": json.dumps(dict(metadata or {}))}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in delta.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=header))
+
+
+def load_delta(path: str | os.PathLike) -> tuple[Delta, dict[str, Any]]:
+    """Read a delta written by `save_delta`; returns (delta, metadata)."""
+    delta: Delta = {}
+    with safe_open(str(path), framework="pt") as f:
+        header = f.metadata() or {}
+        if header.get("format") != "circuit-transfer-delta/1":
+            raise ValueError(f"{path} is not a circuit-transfer delta (format {header.get('format')!r})")
+        for key in f.keys():
+            delta[key] = f.get_tensor(key)
+    return delta, json.loads(header.get("metadata", "{}"))
+
+
+@torch.no_grad()
+def apply_delta(model: HookedTransformer, delta: Delta) -> HookedTransformer:
+    """Write the delta's values into `model`'s parameters in place (e.g. a fresh copy of the base
+    model); returns `model`.
+
+    Raises:
+        ValueError: the delta names a parameter the model lacks or does not fit its shape.
+    """
+    params = dict(model.named_parameters())
+    names = [k[: -len(_RUNS)] for k in delta if k.endswith(_RUNS)]
+    for name in names:
+        if name not in params:
+            raise ValueError(f"delta has values for {name}, which the model does not have")
+        param = params[name]
+        index = runs_to_index(delta[name + _RUNS])
+        values = delta[name + _VALUES]
+        if len(index) != values.numel() or (len(index) and int(index.max()) >= param.numel()):
+            raise ValueError(f"delta for {name} does not fit its shape {tuple(param.shape)}")
+        flat = param.data.view(-1)  # TransformerLens parameters are contiguous
+        flat[index.to(param.device)] = values.to(device=param.device, dtype=param.dtype)
+    return model

@@ -1,0 +1,14 @@
+"""One torch thread for these tiny-model tests: on a shared CPU, two threads only add barrier stalls."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

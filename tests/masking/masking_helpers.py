@@ -1,0 +1,116 @@
+"""Tiny random models and a masked training loop shared by the masking tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from circuit_transfer.masking import MaskPolicy, masked_training
+from circuit_transfer.optim import MaskedAdamW, OptimConfig, load_training_state, save_training_state
+
+D_VOCAB = 50
+
+
+def gpt2_like_cfg() -> HookedTransformerConfig:
+    """LayerNorm, learned absolute positions, GELU MLP, 2 layers x 4 heads."""
+    return HookedTransformerConfig(
+        n_layers=2,
+        d_model=32,
+        n_heads=4,
+        d_head=8,
+        d_mlp=64,
+        n_ctx=32,
+        d_vocab=D_VOCAB,
+        act_fn="gelu_new",
+        normalization_type="LN",
+        positional_embedding_type="standard",
+        seed=0,
+    )
+
+
+def llama_like_cfg() -> HookedTransformerConfig:
+    """RMSNorm, rotary, gated SiLU MLP, grouped-query attention (4 query heads, 2 KV heads)."""
+    return HookedTransformerConfig(
+        n_layers=2,
+        d_model=32,
+        n_heads=4,
+        d_head=8,
+        d_mlp=64,
+        n_ctx=32,
+        d_vocab=D_VOCAB,
+        act_fn="silu",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=8,
+        gated_mlp=True,
+        n_key_value_heads=2,
+        final_rms=True,
+        seed=0,
+    )
+
+
+CONFIGS = {"gpt2-like": gpt2_like_cfg, "llama-like": llama_like_cfg}
+
+
+def make_model(kind: str, seed: int = 0) -> HookedTransformer:
+    """A model whose every parameter entry is random and non-zero (biases too, norms around 1),
+    so that any update, weight decay included, visibly moves every entry it touches."""
+    model = HookedTransformer(CONFIGS[kind]())
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            noise = torch.randn(p.shape, generator=gen)
+            is_norm = ".ln" in name or name.startswith("ln_final")
+            p.copy_(1.0 + 0.1 * noise if is_norm and name.endswith(".w") else 0.2 * noise)
+    return model
+
+
+def batch(step: int, batch_size: int = 4, seq: int = 12) -> torch.Tensor:
+    """Random tokens for one training step (deterministic per step)."""
+    gen = torch.Generator().manual_seed(1000 + step)
+    return torch.randint(0, D_VOCAB, (batch_size, seq), generator=gen)
+
+
+def lm_loss(model: HookedTransformer, tokens: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy: touches every parameter (embedding rows of the batch's tokens)."""
+    return model(tokens, return_type="loss")
+
+
+def snapshot(model: HookedTransformer) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def train_with_resume(
+    kind: str,
+    heads,
+    policy: MaskPolicy,
+    tmp_path: Path,
+    config: OptimConfig = OptimConfig(lr=1e-2, weight_decay=0.1, max_grad_norm=1.0, schedule="cosine"),
+    steps: int = 10,
+    resume_at: int | None = 5,
+):
+    """Masked training for `steps` steps; at `resume_at` save, rebuild model+optimizer from the
+    file (a fresh model with other random weights), load, continue. Returns
+    (weights before, trained model, TrainableSet)."""
+    model = make_model(kind, seed=0)
+    before = snapshot(model)
+    split = steps if resume_at is None else resume_at
+    with masked_training(model, heads, policy) as tset:
+        opt = MaskedAdamW(model, config, total_steps=steps, masks=tset.masks)
+        for step in range(split):
+            lm_loss(model, batch(step)).backward()
+            opt.step()
+        if resume_at is None:
+            return before, model, tset
+        save_training_state(tmp_path / "state.pt", model, opt, {"step": split})
+    del model, opt
+    fresh = make_model(kind, seed=123)  # other weights: everything must come from the file
+    with masked_training(fresh, heads, policy) as tset:
+        opt = MaskedAdamW(fresh, config, total_steps=steps, masks=tset.masks)
+        extra = load_training_state(tmp_path / "state.pt", fresh, opt)
+        for step in range(extra["step"], steps):
+            lm_loss(fresh, batch(step)).backward()
+            opt.step()
+    return before, fresh, tset
