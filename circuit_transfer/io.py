@@ -23,6 +23,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     tmp = Path(tmp_name)
     try:
         write(tmp)
+        tmp.chmod(0o644)  # mkstemp creates 0600; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -11,6 +11,7 @@ SUBCOMMAND_MODULES = (
     "circuit_transfer.cli.proxy",  # prepare-proxy, evaluate
     "circuit_transfer.cli.discover",  # discover, compare
     "circuit_transfer.cli.transfer",  # transfer
+    "circuit_transfer.cli.report",
 )
 
 

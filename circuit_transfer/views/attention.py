@@ -1,0 +1,60 @@
+"""Circuit heads on text: the attention patterns of a circuit's heads on one prompt (circuitsvis)."""
+
+from __future__ import annotations
+
+import circuitsvis
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from circuit_transfer.data import Example
+from circuit_transfer.discovery import Circuit
+from circuit_transfer.tasks import Task
+from circuit_transfer.views.inputs import check_circuit, head_label, prepare_prompt
+
+
+@torch.no_grad()
+def circuit_patterns(
+    model: HookedTransformer, circuit: Circuit, tokens: Int[Tensor, "1 pos"]
+) -> Float[Tensor, "n_circuit_heads pos pos"]:
+    """Attention pattern (destination x source) of each circuit head, in `circuit.heads` order."""
+    check_circuit(circuit, model)
+    layers = sorted({ly for ly, _ in circuit.heads})
+    names = {f"blocks.{ly}.attn.hook_pattern" for ly in layers}
+    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    return (
+        torch.stack([cache[f"blocks.{ly}.attn.hook_pattern"][0, h] for ly, h in circuit.heads]).float().cpu()
+    )
+
+
+def circuit_attention(
+    model: HookedTransformer,
+    circuit: Circuit,
+    example: Example | str,
+    task: Task,
+    max_len: int = 128,
+):
+    """circuitsvis `attention_heads` of the circuit's heads on one prompt.
+
+    Head names carry layer, head and relevance (`L7H3 +0.42`), highest relevance first when the
+    circuit has scores.
+
+    Args:
+        example: an `Example` (rendered with the task's template) or the text to render.
+
+    Returns:
+        circuitsvis `RenderedHTML`; write its `.local_src`, never `str()` (CDN, blank offline).
+    """
+    check_circuit(circuit, model)
+    prompt = prepare_prompt(model, task, example, max_len)
+    patterns = circuit_patterns(model, circuit, prompt.tokens)
+    order = list(range(len(circuit.heads)))
+    if circuit.scores is not None:
+        order.sort(key=lambda i: (-circuit.scores[circuit.heads[i]], i))
+    return circuitsvis.attention.attention_heads(
+        attention=patterns[order],
+        tokens=prompt.str_tokens,
+        attention_head_names=[head_label(circuit, circuit.heads[i]) for i in order],
+        mask_upper_tri=True,
+    )
