@@ -6,7 +6,8 @@ Steps (each prints a table; everything is written under --out):
 3. discover its sentiment circuit with CD-T (label-balanced baseline, directional relevance) on
    an Indonesian discovery set, and on the parallel Javanese sentences for comparison;
 4. transfer to Javanese with 100 examples: ct-sft, near-zero, full and zero-shot, one table of
-   target accuracy, proxy accuracy after, forgetting and % parameters changed.
+   target accuracy, proxy accuracy after, forgetting and % parameters changed;
+5. write a self-contained HTML report (circuitsvis views, relevance grids, results chart).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from circuit_transfer.proxy import prepare_proxy
 from circuit_transfer.table import markdown_table
 from circuit_transfer.tasks import balanced_sample, get_task
 from circuit_transfer.transfer import TransferSpec, transfer
+from circuit_transfer.views import write_report
 
 DEMO_METHODS = ("zero-shot", "ct-sft", "near-zero", "full")
 
@@ -45,13 +47,13 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     task = get_task("nusax-senti")
 
-    print(f"[1/4] training the tiny {args.proxy_lang} proxy from scratch -> {out / 'proxy'}")
+    print(f"[1/5] training the tiny {args.proxy_lang} proxy from scratch -> {out / 'proxy'}")
     meta = prepare_proxy(task, args.proxy_lang, "tiny", out / "proxy")
     test = meta["test"]
     print(markdown_table(meta["training"]["curve"]))
     print(f"proxy test accuracy {test['accuracy']:.3f} (majority class: 0.383), {meta['wall_time_s']:.0f}s\n")
 
-    print("[2/4] evaluating the proxy on every NusaX language (test split)")
+    print("[2/5] evaluating the proxy on every NusaX language (test split)")
     model = load_model(str(out / "proxy"))
     rows = []
     for lang in languages("nusax-senti"):
@@ -65,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_text(out / "evaluate.md", table)
 
     print(
-        f"[3/4] discovering the circuit (k={args.k}) on {args.discovery_per_class} valid examples per class"
+        f"[3/5] discovering the circuit (k={args.k}) on {args.discovery_per_class} valid examples per class"
     )
     circuits = {}
     for lang in (args.proxy_lang, args.target):
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     similarity = compare(circuits[args.proxy_lang], circuits[args.target])
     print(f"{args.proxy_lang} vs {args.target} circuits: {similarity}\n")
 
-    print(f"[4/4] transferring to {args.target} with {args.n_train} examples")
+    print(f"[4/5] transferring to {args.target} with {args.n_train} examples")
     results = []
     for method in DEMO_METHODS:
         spec = TransferSpec(method=method, target=args.target, n_train=args.n_train, retention_langs=("eng",))
@@ -108,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table(results)
     print(table)
     atomic_write_text(out / "transfer.md", table)
+
+    report = write_report(out, out / "report.html")
+    print(f"[5/5] report: {report.resolve()}")
     print(f"demo finished in {time.time() - started:.0f}s; results under {out}/")
     return 0
 

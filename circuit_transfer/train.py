@@ -30,6 +30,8 @@ class TrainConfig:
         epochs: passes over the training set; the epoch with the best validation accuracy is kept.
         loss: "label": cross-entropy over the label-word logits (default, method.md §2);
             "vocab": full-vocabulary cross-entropy on the gold label word's first token.
+        start_is_candidate: the untrained model (epoch 0) competes in epoch selection, so a run
+            whose training never helps on the validation set returns the model it started from.
     """
 
     epochs: int = 5
@@ -37,6 +39,7 @@ class TrainConfig:
     max_len: int = 128
     loss: Literal["label", "vocab"] = "label"
     seed: int = 0
+    start_is_candidate: bool = True
     optim: OptimConfig = field(default_factory=OptimConfig)
 
     def to_dict(self) -> dict:
@@ -68,8 +71,7 @@ def train_classifier(
 
     Only parameters with `requires_grad=True` are optimised; `masks` (parameter name -> 0/1 tensor)
     confine updates, weight decay included, to the entries marked 1 (see `masking`). Epoch 0 (the
-    model before training) is a candidate too, so training can never select a worse model than it
-    started from on the validation set.
+    model before training) is a candidate too unless `config.start_is_candidate` is False.
     """
     if not train:
         raise ValueError("No training examples.")
@@ -88,7 +90,7 @@ def train_classifier(
     curve = [
         {"epoch": 0, "train_loss": None, "valid_accuracy": start.accuracy, "valid_macro_f1": start.macro_f1}
     ]
-    best = (start.accuracy, 0, snapshot())
+    best = (start.accuracy if config.start_is_candidate else float("-inf"), 0, snapshot())
     order = list(train)
     for epoch in range(1, config.epochs + 1):
         model.train()

@@ -1,0 +1,127 @@
+"""Masked transfer end to end on a tiny model and real NusaX data: what may change, changes; nothing else does."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from circuit_transfer.data import load_split
+from circuit_transfer.delta import apply_delta, load_delta
+from circuit_transfer.discovery import Circuit
+from circuit_transfer.io import read_json
+from circuit_transfer.masking import head_grad_masks
+from circuit_transfer.models import TinyModelSpec, build_tiny_model, load_model, save_checkpoint
+from circuit_transfer.readout import encode
+from circuit_transfer.tasks import get_task
+from circuit_transfer.train import TrainConfig
+from circuit_transfer.transfer import TransferSpec, transfer
+
+TASK = get_task("nusax-senti")
+FAST = TrainConfig(epochs=2, batch_size=8, max_len=48, start_is_candidate=False)
+SPEC = TinyModelSpec(n_layers=2, n_heads=4, d_model=32, d_head=8, d_mlp=64, vocab_size=600)
+
+
+@pytest.fixture(scope="module")
+def proxy_dir(tmp_path_factory, data_dir):
+    texts = [ex.text for ex in load_split(TASK.name, "ind", "train", data_dir)[:150]]
+    model = build_tiny_model(texts, spec=SPEC, extra_words=TASK.template_words(), seed=0)
+    path = tmp_path_factory.mktemp("proxy") / "proxy"
+    task_meta = {"name": TASK.name, "template": TASK.template, "label_words": list(TASK.label_words)}
+    save_checkpoint(model, path, metadata={"kind": "proxy", "task": task_meta, "lang": "ind"})
+    return path
+
+
+@pytest.fixture(scope="module")
+def circuit(proxy_dir):
+    return Circuit.from_heads([(0, 1), (1, 2)], load_model(proxy_dir), method="hand-picked")
+
+
+def _run(proxy_dir, circuit, method, tmp_path, **kw):
+    spec = TransferSpec(method=method, target="jav", n_train=kw.pop("n_train", 16), n_test=24, config=FAST, **kw)
+    return transfer(proxy_dir, spec, circuit, out=tmp_path / method, task=TASK)
+
+
+def test_ct_sft_changes_only_circuit_heads_and_norms(proxy_dir, circuit, tmp_path):
+    record = _run(proxy_dir, circuit, "ct-sft", tmp_path)
+    proxy = load_model(proxy_dir)
+    masks = head_grad_masks(proxy, circuit)
+    trained = load_model(proxy_dir)
+    apply_delta(trained, load_delta(tmp_path / "ct-sft" / "delta.safetensors")[0])
+    base, after = dict(proxy.named_parameters()), dict(trained.named_parameters())
+    for name, mask in masks.items():
+        frozen = mask == 0
+        assert torch.equal(after[name][frozen], base[name][frozen]), f"{name}: a masked entry moved"
+    assert not torch.equal(after["blocks.0.attn.W_Q"][1], base["blocks.0.attn.W_Q"][1])
+    assert not torch.equal(after["blocks.1.ln1.w"], base["blocks.1.ln1.w"])
+    assert 0 < record["params_changed"] <= record["params_trainable"] < record["params_total"] / 5
+    assert record["heads"] == [[0, 1], [1, 2]] and record["k"] == 2
+    assert record["forgetting"] == pytest.approx(
+        record["proxy_accuracy_before"] - record["proxy_accuracy_after"]
+    )
+
+
+def test_reapplied_delta_reproduces_the_trained_logits_exactly(proxy_dir, circuit, tmp_path):
+    """The run's own model is rebuilt from proxy + delta; its logits equal a direct re-run's."""
+    _run(proxy_dir, circuit, "ct-sft", tmp_path)
+    delta, meta = load_delta(tmp_path / "ct-sft" / "delta.safetensors")
+    assert meta["method"] == "ct-sft"
+    once, twice = load_model(proxy_dir), load_model(proxy_dir)
+    apply_delta(once, delta)
+    apply_delta(twice, delta)
+    batch = encode(once.tokenizer, TASK, load_split(TASK.name, "jav", "test")[:4])
+    with torch.no_grad():
+        assert torch.equal(once(batch.tokens), twice(batch.tokens))
+        assert not torch.equal(once(batch.tokens), load_model(proxy_dir)(batch.tokens))
+
+
+def test_full_trains_everything_and_zero_shot_nothing(proxy_dir, circuit, tmp_path):
+    full = _run(proxy_dir, circuit, "full", tmp_path)
+    assert full["params_trainable"] == full["params_total"]
+    assert full["params_changed"] > 0.95 * full["params_total"]
+    zero = _run(proxy_dir, circuit, "zero-shot", tmp_path)
+    assert zero["params_changed"] == 0 and zero["params_trainable"] == 0
+    assert zero["before"] == zero["after"] and zero["forgetting"] == 0
+    assert not (tmp_path / "zero-shot" / "delta.safetensors").exists()
+
+
+def test_result_json_records_the_run(proxy_dir, circuit, tmp_path):
+    _run(proxy_dir, circuit, "ln-only", tmp_path, retention_langs=("eng",))
+    record = read_json(tmp_path / "ln-only" / "result.json")
+    assert set(record["after"]) == {"jav", "ind", "eng"}
+    assert record["data"]["n_train"] == 16 and record["data"]["n_test"]["jav"] == 24
+    assert [row["epoch"] for row in record["curve"]] == [0, 1, 2]
+    for key in ("target_accuracy", "target_macro_f1", "forgetting", "params_changed", "wall_time_s", "seed"):
+        assert key in record
+
+
+def test_random_control_is_seeded_and_the_same_size(proxy_dir, circuit, tmp_path):
+    a = _run(proxy_dir, circuit, "random", tmp_path, seed=3)
+    b = transfer(proxy_dir, TransferSpec("random", "jav", 16, seed=3, n_test=24, config=FAST), circuit, task=TASK)
+    assert a["heads"] == b["heads"] and len(a["heads"]) == 2
+
+
+def test_bad_input_is_refused_clearly(proxy_dir, circuit, tmp_path):
+    with pytest.raises(ValueError, match="Unknown method 'lora'. Valid methods: ct-sft"):
+        TransferSpec(method="lora", target="jav", n_train=10)
+    with pytest.raises(ValueError, match="n_train must be positive"):
+        TransferSpec(method="ct-sft", target="jav", n_train=0)
+    with pytest.raises(ValueError, match="has 500 training examples; cannot take n_train=501"):
+        _run(proxy_dir, circuit, "ct-sft", tmp_path, n_train=501)
+    other = Circuit.from_heads([(5, 0)], n_layers=6, n_heads=4, model_name="other")
+    with pytest.raises(ValueError, match="6"):
+        _run(proxy_dir, other, "ct-sft", tmp_path)
+    with pytest.raises(ValueError, match="needs a circuit"):
+        _run(proxy_dir, None, "ct-sft", tmp_path)
+
+
+def test_interrupted_run_leaves_no_result_file(proxy_dir, circuit, tmp_path, monkeypatch):
+    import circuit_transfer.transfer as transfer_module
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(transfer_module, "train_classifier", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run(proxy_dir, circuit, "ct-sft", tmp_path)
+    assert not (tmp_path / "ct-sft" / "result.json").exists()
+    assert not list((tmp_path).rglob("*.tmp"))
