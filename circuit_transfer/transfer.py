@@ -25,7 +25,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-
 from circuit_transfer.data import load_split
 from circuit_transfer.delta import extract_delta, save_delta
 from circuit_transfer.discovery import Circuit, select_near_zero, select_random
@@ -125,7 +124,8 @@ def transfer(
     test_split = train_eval_splits(task.name)[2]
     eval_langs = dict.fromkeys([spec.target, proxy_lang, *spec.retention_langs])
     tests = {
-        lang: _cap(load_split(task.name, lang, test_split, data_dir), spec.n_test, task.n_labels) for lang in eval_langs
+        lang: _cap(load_split(task.name, lang, test_split, data_dir), spec.n_test, task.n_labels)
+        for lang in eval_langs
     }
 
     before = _scores(model, task, tests, spec.config)
@@ -190,7 +190,9 @@ def transfer(
 
 def _cap(rows: Sequence, n: int | None, n_labels: int) -> list:
     """A fixed (seed 0), label-stratified subset of n test rows, identical for every method; or all rows."""
-    return list(rows) if n is None or n >= len(rows) else stratified_subset(rows, n, seed=0, n_labels=n_labels)
+    return (
+        list(rows) if n is None or n >= len(rows) else stratified_subset(rows, n, seed=0, n_labels=n_labels)
+    )
 
 
 def _n_params(model) -> int:

@@ -47,6 +47,11 @@ def register(subparsers) -> None:
     p.add_argument("--n-examples", type=int, default=24, help="discovery examples per class (default 24)")
     p.add_argument("--split", help="split to sample the discovery set from (default: valid; XNLI: dev)")
     p.add_argument("--estimator", choices=ESTIMATORS, default="cdt")
+    p.add_argument(
+        "--stabilize",
+        action="store_true",
+        help="CD-T sign-stability rule; use it on deep gated models (e.g. smollm2-135m) whose early heads overflow",
+    )
     p.add_argument("--score", choices=SCORES, default="directional")
     p.add_argument("--margin", choices=("mean", "max"), default="mean")
     p.add_argument("--baseline", choices=BASELINE_KINDS, default="label-balanced")
@@ -98,6 +103,7 @@ def run_discover(args: argparse.Namespace) -> int:
         seed=args.seed,
         rounds=args.rounds,
         per_layer_norm=args.per_layer_norm,
+        stabilize=args.stabilize,
         **common,
     )
     circuit = _with_params(

@@ -30,7 +30,9 @@ def register(subparsers) -> None:
     p.add_argument("--weight-decay", type=float, help="decoupled weight decay (default 0.1)")
     p.add_argument("--retention", default="", help="extra comma-separated languages to measure forgetting on")
     p.add_argument("--n-test", type=int, help="cap test examples per language (default: whole split)")
-    p.add_argument("--b-o", choices=("frozen", "any-head"), default="frozen", help="policy for the shared b_O")
+    p.add_argument(
+        "--b-o", choices=("frozen", "any-head"), default="frozen", help="policy for the shared b_O"
+    )
     p.add_argument("--gqa-kv", choices=("any-query-head", "never"), default="any-query-head")
     p.add_argument("--norms", choices=("trainable", "frozen"), default="trainable")
     p.add_argument("--out", required=True, help="run directory to write")
@@ -60,9 +62,15 @@ def run_transfer(args: argparse.Namespace) -> int:
         policy=MaskPolicy(b_O=args.b_o, gqa_kv=args.gqa_kv, norms=args.norms),
     )
     circuit = Circuit.load(args.circuit) if args.circuit else None
-    record = transfer(args.proxy, spec, circuit, out=args.out, task=task, data_dir=args.data_dir, progress=True)
+    record = transfer(
+        args.proxy, spec, circuit, out=args.out, task=task, data_dir=args.data_dir, progress=True
+    )
     rows = [
-        {"lang": lang, "before": record["before"][lang]["accuracy"], "after": record["after"][lang]["accuracy"]}
+        {
+            "lang": lang,
+            "before": record["before"][lang]["accuracy"],
+            "after": record["after"][lang]["accuracy"],
+        }
         for lang in record["after"]
     ]
     print(markdown_table(rows))

@@ -44,6 +44,7 @@ def discover(
     max_len: int = 128,
     chunk_size: int | None = None,
     scores: HeadScores | None = None,
+    stabilize: bool = False,
 ) -> Circuit:
     """Find a circuit of `model` for `task` on the discovery set `examples`.
 
@@ -52,6 +53,7 @@ def discover(
         selection: "top-k", "threshold" (needs `threshold`), "near-zero", "random" (seeded),
             or "iterative" (CD-T directional scores only; `rounds`, `k_next`).
         scores: precomputed scores to select from (skips relevance).
+        stabilize: CD-T's sign-stability rule (see `head_relevance`); use it on deep gated models.
     """
     if selection not in SELECTIONS:
         raise ValueError(f"Unknown selection {selection!r}: use one of {', '.join(SELECTIONS)}.")
@@ -94,6 +96,7 @@ def discover(
             per_layer_norm=per_layer_norm,
             estimator=estimator,
             attention=attention,
+            stabilize=stabilize,
             **common,
         )
     if selection == "top-k":

@@ -170,6 +170,7 @@ def cdt_label_beta(
     attention: str = "decomposed",
     chunk_size: int | None = None,
     bias: str = "magnitude",
+    stabilize: bool = False,
 ) -> tuple[Float[Tensor, "n_sources batch n_labels"], Float[Tensor, "batch n_labels"]]:
     """CD-T relevant part of the label logits at the readout position, per source head."""
     from circuit_transfer.cdt import decompose_heads
@@ -184,6 +185,7 @@ def cdt_label_beta(
             baseline=baseline.for_engine(batch).to(device),
             attention=attention,
             bias=bias,
+            stabilize=stabilize,
             attention_mask=batch.attention_mask,
             chunk_size=chunk_size,
             logits_positions=batch.final_pos,
@@ -266,6 +268,7 @@ def head_relevance(
     chunk_size: int | None = None,
     lang: str | None = None,
     bias: str = "magnitude",
+    stabilize: bool = False,
 ) -> HeadScores:
     """Score every head of `model` on the discovery set `examples` (see module doc).
 
@@ -277,6 +280,8 @@ def head_relevance(
         lang: language recorded in the provenance (default: the examples' languages).
         bias: CD-T bias rule, "magnitude" (shared by |W beta| / (|W beta| + |W gamma|)) or
             "irrelevant" (all biases to gamma); recorded in `extra`.
+        stabilize: CD-T's sign-stability rule (estimator "cdt"); needed on deep gated models such
+            as SmolLM2-135M, where early heads' relevant parts otherwise overflow (the engine warns).
     """
     if score not in SCORES:
         raise ValueError(f"Unknown score {score!r}: use one of {', '.join(SCORES)}.")
@@ -297,7 +302,7 @@ def head_relevance(
     try:
         for batch in batches:
             per_ex = _batch_scores(
-                model, batch, base, heads, score, margin, estimator, attention, chunk_size, bias
+                model, batch, base, heads, score, margin, estimator, attention, chunk_size, bias, stabilize
             )
             total += per_ex.sum(-1).double().cpu()
             total_sq += per_ex.double().pow(2).sum(-1).cpu()
@@ -325,7 +330,7 @@ def head_relevance(
         margin=margin,
         attention=attention if estimator == "cdt" else "-",
         per_layer_norm=per_layer_norm,
-        extra={"bias": bias} if estimator == "cdt" else {},
+        extra={"bias": bias, "stabilize": stabilize} if estimator == "cdt" else {},
     )
 
 
@@ -340,6 +345,7 @@ def _batch_scores(
     attention: str,
     chunk_size: int | None,
     bias: str = "magnitude",
+    stabilize: bool = False,
 ) -> Float[Tensor, "n_layers n_heads batch"]:
     """Per-example score of every head on one batch."""
     cfg = model.cfg
@@ -348,7 +354,9 @@ def _batch_scores(
         betas, full = [], None
         for layer in range(cfg.n_layers):
             layer_heads = [hd for hd in heads if hd[0] == layer]
-            beta, full = cdt_label_beta(model, batch, base, layer_heads, attention, chunk_size, bias)
+            beta, full = cdt_label_beta(
+                model, batch, base, layer_heads, attention, chunk_size, bias, stabilize
+            )
             betas.append(beta)
         beta = torch.cat(betas).reshape(cfg.n_layers, cfg.n_heads, len(batch), -1)
     else:
