@@ -92,7 +92,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     )
     similarity = compare(circuits[args.proxy_lang], circuits[args.target])
-    print(f"{args.proxy_lang} vs {args.target} circuits: {similarity}\n")
+    print(
+        f"{args.proxy_lang} vs {args.target} circuits: shared {similarity.shared}, Jaccard {similarity.jaccard:.2f}, "
+        f"overlap@{similarity.k} {similarity.overlap_at_k:.2f}, Spearman of scores {similarity.spearman:.2f}\n"
+    )
 
     print(f"[4/5] transferring to {args.target} with {args.n_train} examples")
     results = []
