@@ -33,8 +33,29 @@ def word_tokenizer():
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = ["[PAD]", "[UNK]", "negative", "neutral", "positive", "very", "good", "bad", "Sentiment", ":",
-             "yes", "maybe", "no", "Question", "Answer", "the", "film", "was", "great", "awful", "."]
+    words = [
+        "[PAD]",
+        "[UNK]",
+        "negative",
+        "neutral",
+        "positive",
+        "very",
+        "good",
+        "bad",
+        "Sentiment",
+        ":",
+        "yes",
+        "maybe",
+        "no",
+        "Question",
+        "Answer",
+        "the",
+        "film",
+        "was",
+        "great",
+        "awful",
+        ".",
+    ]
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")

@@ -17,7 +17,9 @@ def _subcommands() -> list[str]:
 
 
 def test_top_level_help_lists_the_pipeline():
-    out = subprocess.run([sys.executable, "-m", "circuit_transfer.cli", "--help"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "circuit_transfer.cli", "--help"], capture_output=True, text=True
+    )
     assert out.returncode == 0
     for name in ("prepare-proxy", "evaluate", "transfer"):
         assert name in out.stdout

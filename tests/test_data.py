@@ -34,8 +34,12 @@ def test_nusax_is_parallel_same_ids_and_labels_across_languages(data_dir):
 
 
 def test_nusax_reads_newlines_inside_quoted_fields(data_dir):
-    rows = [ex for lang in NUSAX_LANGS for split in ("train", "valid", "test")
-            for ex in load_split("nusax-senti", lang, split, data_dir)]
+    rows = [
+        ex
+        for lang in NUSAX_LANGS
+        for split in ("train", "valid", "test")
+        for ex in load_split("nusax-senti", lang, split, data_dir)
+    ]
     assert sum("\n" in ex.text for ex in rows) == 49
 
 

@@ -11,8 +11,9 @@ from circuit_transfer.tasks import get_task
 
 def test_encode_right_pads_and_marks_final_positions(word_tokenizer):
     task = get_task("nusax-senti")
-    batch = encode(word_tokenizer, task, [Example("1", "the film was great", 2, "eng"),
-                                          Example("2", "bad", 0, "eng")])
+    batch = encode(
+        word_tokenizer, task, [Example("1", "the film was great", 2, "eng"), Example("2", "bad", 0, "eng")]
+    )
     assert batch.tokens.shape == (2, 6)
     assert batch.attention_mask.tolist() == [[1] * 6, [1, 1, 1, 0, 0, 0]]
     assert batch.final_pos.tolist() == [5, 2]
@@ -33,8 +34,13 @@ def test_label_logits_and_margins():
     logits[1, 1, [4, 5, 6]] = torch.tensor([3.0, 0.0, 1.0])
 
     labels = torch.tensor([2, 1])
-    batch = TaskBatch(tokens=torch.zeros(2, 3, dtype=torch.long), attention_mask=torch.ones(2, 3, dtype=torch.long),
-                      final_pos=torch.tensor([2, 1]), labels=labels, label_ids=torch.tensor([4, 5, 6]))
+    batch = TaskBatch(
+        tokens=torch.zeros(2, 3, dtype=torch.long),
+        attention_mask=torch.ones(2, 3, dtype=torch.long),
+        final_pos=torch.tensor([2, 1]),
+        labels=labels,
+        label_ids=torch.tensor([4, 5, 6]),
+    )
     scores = label_logits(logits, batch)
     assert scores.tolist() == [[1.0, 2.0, 6.0], [3.0, 0.0, 1.0]]
     assert task_margin(scores, labels, "mean").tolist() == [4.5, -2.0]

@@ -11,8 +11,11 @@ from circuit_transfer.tasks import LabelWordError, balanced_sample, get_task, st
 
 
 def _examples(counts: dict[int, int]) -> list[Example]:
-    return [Example(id=f"{label}-{i}", text=f"t{label}{i}", label=label, lang="ind")
-            for label, n in counts.items() for i in range(n)]
+    return [
+        Example(id=f"{label}-{i}", text=f"t{label}{i}", label=label, lang="ind")
+        for label, n in counts.items()
+        for i in range(n)
+    ]
 
 
 def test_default_prompts_follow_method_md():
@@ -31,7 +34,9 @@ def test_label_token_ids_are_first_tokens(word_tokenizer):
 
 def test_colliding_label_words_are_refused_with_names(word_tokenizer):
     task = get_task("nusax-senti", label_words=[" very bad", " neutral", " very good"])
-    with pytest.raises(LabelWordError, match=r"' very bad' and ' very good' all start with token \d+ \('very'\)"):
+    with pytest.raises(
+        LabelWordError, match=r"' very bad' and ' very good' all start with token \d+ \('very'\)"
+    ):
         task.label_token_ids(word_tokenizer)
 
 

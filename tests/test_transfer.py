@@ -37,7 +37,9 @@ def circuit(proxy_dir):
 
 
 def _run(proxy_dir, circuit, method, tmp_path, **kw):
-    spec = TransferSpec(method=method, target="jav", n_train=kw.pop("n_train", 16), n_test=24, config=FAST, **kw)
+    spec = TransferSpec(
+        method=method, target="jav", n_train=kw.pop("n_train", 16), n_test=24, config=FAST, **kw
+    )
     return transfer(proxy_dir, spec, circuit, out=tmp_path / method, task=TASK)
 
 
@@ -96,7 +98,9 @@ def test_result_json_records_the_run(proxy_dir, circuit, tmp_path):
 
 def test_random_control_is_seeded_and_the_same_size(proxy_dir, circuit, tmp_path):
     a = _run(proxy_dir, circuit, "random", tmp_path, seed=3)
-    b = transfer(proxy_dir, TransferSpec("random", "jav", 16, seed=3, n_test=24, config=FAST), circuit, task=TASK)
+    b = transfer(
+        proxy_dir, TransferSpec("random", "jav", 16, seed=3, n_test=24, config=FAST), circuit, task=TASK
+    )
     assert a["heads"] == b["heads"] and len(a["heads"]) == 2
 
 

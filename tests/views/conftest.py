@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,23 +14,6 @@ from circuit_transfer.models import attach_tokenizer
 sys.path.insert(0, str(Path(__file__).parent))
 
 STRENGTH = 3.0
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Tiny models run 5-40x faster on one thread than on two busy shared cores; restored after."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
-def _single_thread() -> Iterator[None]:
-    with one_thread():
-        yield  # what the copy head writes onto the label word
 
 
 @pytest.fixture(scope="session")
@@ -84,5 +65,4 @@ def run_dir(tmp_path_factory, data_dir) -> Path:
     """A real run directory (tiny untrained proxy, CD-T circuits, 1-epoch transfers); ~2 s."""
     from run_helpers import build_run_dir
 
-    with one_thread():
-        return build_run_dir(tmp_path_factory.mktemp("run"), data_dir)
+    return build_run_dir(tmp_path_factory.mktemp("run"), data_dir)

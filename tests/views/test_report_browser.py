@@ -49,11 +49,8 @@ def _chromium() -> str:
 
 @pytest.fixture(scope="module")
 def report(run_dir, tmp_path_factory):
-    from conftest import one_thread
-
     out = tmp_path_factory.mktemp("report") / "report.html"
-    with one_thread():
-        assert main(["report", str(run_dir), "--out", str(out)]) == 0
+    assert main(["report", str(run_dir), "--out", str(out)]) == 0
     return out
 
 

@@ -1,0 +1,138 @@
+"""Every analysis script's --quick mode end to end: outputs exist, tables rebuild from JSON, resume.
+
+One tiny NusaX proxy is trained per session and shared; experiment 1's quick results are produced
+once and read by experiments 3 and 5. XNLI trains its own (2-epoch) tiny proxy.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ANALYSES = Path(__file__).resolve().parents[2] / "analyses"
+sys.path.insert(0, str(ANALYSES))
+
+import circuits_across_languages  # noqa: E402
+import editing_vs_preserving  # noqa: E402
+import forgetting  # noqa: E402
+import nusax_transfer  # noqa: E402
+import xnli_transfer  # noqa: E402
+
+from circuit_transfer.io import read_json  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def tiny_proxy(tmp_path_factory, data_dir) -> Path:
+    from circuit_transfer.proxy import prepare_proxy
+    from circuit_transfer.tasks import get_task
+
+    out = tmp_path_factory.mktemp("proxy") / "tiny-ind"
+    prepare_proxy(get_task("nusax-senti"), "ind", "tiny", out, data_dir=data_dir)
+    return out
+
+
+@pytest.fixture(scope="session")
+def nusax_results(tmp_path_factory, tiny_proxy) -> Path:
+    out = tmp_path_factory.mktemp("nusax_transfer")
+    nusax_transfer.main(
+        ["--quick", "--proxy", str(tiny_proxy), "--out", str(out), "--work", str(out / "work")]
+    )
+    return out
+
+
+def _mtimes(out: Path) -> dict[str, float]:
+    """Modification times of the per-run result files (work folder: <out>/work in these tests)."""
+    return {str(p): p.stat().st_mtime_ns for p in sorted(out.glob("work/runs/**/result.json"))}
+
+
+def _check_sweep(module, out: Path, argv: list[str]) -> None:
+    summary = read_json(out / "summary.json")
+    table = (out / "table.md").read_text()
+    methods = {r["method"] for r in summary["rows"]}
+    assert {"zero-shot", "full", "ct-sft"} <= methods
+    for row in summary["rows"]:
+        acc = row["target_accuracy"]
+        assert acc["n"] >= 1 and 0.0 <= acc["mean"] <= 1.0
+    full = next(r for r in summary["rows"] if r["method"] == "full")
+    ct = next(r for r in summary["rows"] if r["method"] == "ct-sft")
+    assert ct["params_trainable_fraction"]["mean"] < full["params_trainable_fraction"]["mean"] == 1.0
+    assert summary["retention_langs"], "a retention language must be evaluated"
+    assert len(read_json(out / "records.json")) == summary["n_runs"] == len(_mtimes(out))
+    assert "n=1, no CI" in table
+
+    # the table is a function of the JSON alone
+    (out / "table.md").unlink()
+    module.main([*argv, "--tables-only"])
+    assert (out / "table.md").read_text() == table
+
+    # resume: a second invocation trains nothing
+    before = _mtimes(out)
+    assert before
+    module.main(argv)
+    assert _mtimes(out) == before
+    manifest = read_json(out / "manifest.json")
+    latest = manifest["invocations"][manifest["latest"]]
+    assert latest["runs_done"] == 0 and latest["runs_skipped"] == len(before)
+    assert latest["finished"] and {"torch", "transformer_lens", "circuit_transfer"} <= set(latest["versions"])
+    assert (out / "table.md").read_text() == table
+
+
+def test_nusax_transfer_quick(nusax_results, tiny_proxy):
+    argv = [
+        "--quick",
+        "--proxy",
+        str(tiny_proxy),
+        "--out",
+        str(nusax_results),
+        "--work",
+        str(nusax_results / "work"),
+    ]
+    _check_sweep(nusax_transfer, nusax_results, argv)
+    assert "TF-IDF" in (nusax_results / "table.md").read_text()
+
+
+def test_xnli_transfer_quick(tmp_path, data_dir):
+    argv = ["--quick", "--out", str(tmp_path), "--work", str(tmp_path / "work")]
+    argv += ["--methods", "zero-shot", "full", "ct-sft"]
+    xnli_transfer.main(argv)
+    _check_sweep(xnli_transfer, tmp_path, argv)
+
+
+@pytest.mark.parametrize(
+    "module, json_name",
+    [(editing_vs_preserving, "tradeoff.json"), (forgetting, "forgetting.json")],
+)
+def test_readers_of_experiment_1(module, json_name, nusax_results, tmp_path):
+    src = "--nusax" if module is editing_vs_preserving else "--transfer"
+    before = _mtimes(nusax_results)
+    data = module.main(["--quick", src, str(nusax_results), "--out", str(tmp_path)])
+    assert _mtimes(nusax_results) == before, "reading experiment 1 must not rerun it"
+    assert (tmp_path / json_name).exists() and (tmp_path / "manifest.json").exists()
+    table = (tmp_path / "table.md").read_text()
+    module.main(["--tables-only", "--out", str(tmp_path)])
+    assert (tmp_path / "table.md").read_text() == table
+    if module is forgetting:
+        assert any(c["versus"] == "full" for c in data["contrasts"])
+        assert "eng" in data["retention_langs"]
+    else:
+        assert data["points"] and data["points"][0]["target"] == "jav"
+
+
+def test_circuits_across_languages_quick(tiny_proxy, nusax_results, tmp_path):
+    argv = ["--quick", "--proxy", str(tiny_proxy), "--transfer", str(nusax_results), "--out", str(tmp_path)]
+    data = circuits_across_languages.main(argv)
+    langs = data["langs"]
+    assert len(langs) >= 2
+    diag = [p for p in data["pairs"] if p["a"] == p["b"]]
+    assert all(p["jaccard"] == 1.0 for p in diag)
+    assert data["join"], "experiment 1's ct-sft runs should be joined"
+    table = (tmp_path / "table.md").read_text()
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "scores").glob("*.json")}
+    circuits_across_languages.main(argv)  # cached scores: no rediscovery
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "scores").glob("*.json")} == mtimes
+    circuits_across_languages.main([*argv, "--tables-only"])
+    assert (tmp_path / "table.md").read_text() == table
