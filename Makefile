@@ -26,6 +26,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+## Benchmarks (figures written under analyses/results/bench_*; ratios measured side by side in one run).
+bench: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python analyses/bench_cdt.py --model tiny
+	OMP_NUM_THREADS=1 $(BIN)/python analyses/bench_cdt.py --model smollm2-135m --n-sentences 8 --repeats 1 --stabilize
+	OMP_NUM_THREADS=1 $(BIN)/python analyses/bench_discovery.py
+	OMP_NUM_THREADS=1 $(BIN)/python analyses/bench_masking.py --model smollm2-135m --batch 8 --seq 64 --steps 8
+
 lint: $(STAMP)
 	$(BIN)/ruff check circuit_transfer tests analyses
 	$(BIN)/ruff format --check circuit_transfer tests analyses
