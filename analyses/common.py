@@ -1,0 +1,391 @@
+"""Shared plumbing for the experiment scripts in `analyses/`.
+
+- `run_cached`: run one experiment cell unless its `result.json` already exists (resume).
+- `Manifest`: the exact command, package versions, seeds and wall time of a sweep, in `manifest.json`.
+- `ci95` / `aggregate`: mean and a 95% confidence interval over seeds (Student t; n=1: no CI).
+- `write_table`: a markdown file built only from JSON-able rows, so `--tables-only` reproduces it.
+- `common_parser`, `ensure_proxy`, `head_scores`: the flags and the steps every script shares.
+
+Everything on disk is written atomically (`circuit_transfer.io`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from circuit_transfer.io import atomic_write_json, atomic_write_text, read_json
+from circuit_transfer.table import markdown_table
+
+RESULTS = Path(__file__).resolve().parent / "results"
+# Per-run work folders (result.json + delta.safetensors, up to a full model each) stay out of git.
+WORK = Path(__file__).resolve().parent.parent / "runs" / "analyses"
+
+# Two-sided 97.5% Student-t quantiles by degrees of freedom (no scipy dependency).
+_T975 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    12: 2.179,
+    15: 2.131,
+    20: 2.086,
+    30: 2.042,
+}
+
+# Reference figures quoted from method.md §7 (measured by the project earlier, not by these scripts).
+NUSAX_ANCHORS = (
+    "Reference anchors quoted from method.md §7 (not computed by this script): TF-IDF word+char n-grams "
+    "+ logistic regression trained on Indonesian, 400 test sentences: ind 77.5%, jav 68.5%, sun 66.2%, "
+    "bug 46.5%, eng 27.0% (zero-shot); trained in-language: 75-81% for every language. One epoch of full "
+    "fine-tuning of SmolLM2-135M on 500 Indonesian (200 test sentences each): ind 71.0%, jav 59.5%, "
+    "eng 73.5%. Standard error: about ±2.4 points at 400 sentences, ±3.5 at 200."
+)
+TFIDF_FROM_IND = {"ind": 0.775, "jav": 0.685, "sun": 0.662, "bug": 0.465, "eng": 0.270}
+
+
+def default_out(name: str, quick: bool) -> Path:
+    """analyses/results/<name>, or analyses/results/quick/<name> for --quick (never mixed with full runs)."""
+    return RESULTS / "quick" / name if quick else RESULTS / name
+
+
+def default_work(name: str, quick: bool) -> Path:
+    """runs/analyses/<name> (git-ignored): per-run folders, deltas and proxies trained by the scripts."""
+    return WORK / "quick" / name if quick else WORK / name
+
+
+def t975(df: int) -> float:
+    """The 97.5% quantile of Student's t with `df` degrees of freedom (next smaller tabulated df)."""
+    if df <= 0:
+        raise ValueError(f"degrees of freedom must be positive, got {df}")
+    if df > 30:
+        return 1.96
+    return _T975[max(d for d in _T975 if d <= df)]
+
+
+def ci95(values: Iterable[float]) -> dict[str, Any]:
+    """Mean, sample std and the half-width of a 95% t-interval; `half` is None when n < 2."""
+    xs = [float(v) for v in values if v is not None and not math.isnan(float(v))]
+    n = len(xs)
+    if n == 0:
+        return {"mean": None, "std": None, "half": None, "n": 0}
+    mean = sum(xs) / n
+    if n < 2:
+        return {"mean": mean, "std": None, "half": None, "n": 1}
+    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    return {"mean": mean, "std": std, "half": t975(n - 1) * std / math.sqrt(n), "n": n}
+
+
+def fmt_ci(stat: dict[str, Any] | None, scale: float = 100.0, digits: int = 1) -> str:
+    """'65.5 ± 3.1 (n=3)', or '65.5 (n=1, no CI)'; values in percent by default."""
+    if not stat or stat.get("mean") is None:
+        return "-"
+    mean = f"{stat['mean'] * scale:.{digits}f}"
+    if stat.get("half") is None:
+        return f"{mean} (n=1, no CI)"
+    return f"{mean} ± {stat['half'] * scale:.{digits}f} (n={stat['n']})"
+
+
+def aggregate(
+    records: Sequence[dict[str, Any]], keys: Sequence[str], metrics: dict[str, Callable[[dict], Any]]
+) -> list[dict[str, Any]]:
+    """Group `records` by `keys` and summarise every metric over the group (seeds) with `ci95`."""
+    groups: dict[tuple, list[dict]] = {}
+    for rec in records:
+        groups.setdefault(tuple(rec.get(k) for k in keys), []).append(rec)
+    rows = []
+    for group_key, recs in groups.items():
+        row: dict[str, Any] = dict(zip(keys, group_key))
+        row["seeds"] = sorted({r.get("seed") for r in recs if r.get("seed") is not None})
+        for name, get in metrics.items():
+            row[name] = ci95(get(r) for r in recs)
+        rows.append(row)
+    return rows
+
+
+def run_cached(out_dir: Path, run: Callable[[Path], dict]) -> tuple[dict, bool]:
+    """`run(out_dir)` unless `out_dir/result.json` exists; returns (record, ran)."""
+    path = Path(out_dir) / "result.json"
+    if path.exists():
+        return read_json(path), False
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    record = run(Path(out_dir))
+    if not path.exists():
+        atomic_write_json(path, record)
+    return record, True
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in ("torch", "transformer_lens", "circuit_transfer"):
+        try:
+            out[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            try:
+                out[name] = metadata.version(name)
+            except metadata.PackageNotFoundError:
+                out[name] = "unknown"
+    return out
+
+
+class Manifest:
+    """What produced a results folder: command, versions, settings, runs done/skipped, wall time.
+
+    `manifest.json` keeps one entry per invocation (keyed by start time and pid), merged on every
+    save, so several processes may share one results folder (e.g. one per target language).
+    """
+
+    def __init__(self, out: Path, script: str, argv: Sequence[str] | None, settings: dict[str, Any]):
+        self.path = Path(out) / "manifest.json"
+        self.started = time.time()
+        self.key = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(self.started))}-pid{os.getpid()}"
+        self.entry: dict[str, Any] = {
+            "command": shlex.join([sys.executable, script, *(argv if argv is not None else sys.argv[1:])]),
+            "cwd": os.getcwd(),
+            "versions": package_versions(),
+            "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "CT_DATA_DIR")},
+            "settings": settings,
+            "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
+            "runs_done": 0,
+            "runs_skipped": 0,
+            "finished": False,
+        }
+        self.save()
+
+    def count(self, ran: bool) -> None:
+        self.entry["runs_done" if ran else "runs_skipped"] += 1
+        self.save()
+
+    def note(self, **kwargs: Any) -> None:
+        self.entry.update(kwargs)
+        self.save()
+
+    def finish(self) -> None:
+        self.entry.update(wall_time_s=time.time() - self.started, finished=True)
+        self.save()
+
+    def save(self) -> None:
+        self.entry["wall_time_s"] = time.time() - self.started
+        data = read_json(self.path) if self.path.exists() else {}
+        invocations = data.get("invocations", {})
+        invocations[self.key] = self.entry
+        atomic_write_json(self.path, {"latest": self.key, "invocations": invocations})
+
+
+def write_table(path: Path, title: str, sections: Sequence[tuple[str, list[dict], Sequence[str]]], notes=()):
+    """A markdown file: a title, then (heading, rows, columns) sections, then notes; atomically."""
+    parts = [f"# {title}\n"]
+    for heading, rows, columns in sections:
+        parts.append(f"\n## {heading}\n\n" + markdown_table(rows, columns))
+    if notes:
+        parts.append("\n" + "\n".join(f"- {n}" for n in notes) + "\n")
+    text = "".join(parts)
+    atomic_write_text(path, text)
+    return text
+
+
+def common_parser(description: str, *, model: str = "smollm2-135m") -> argparse.ArgumentParser:
+    """The flags every experiment shares."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument(
+        "--quick", action="store_true", help="tiny model, few examples, one seed (a minute or two)"
+    )
+    p.add_argument("--tables-only", action="store_true", help="rebuild JSON summary + markdown from results")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default analyses/results/<name>)")
+    p.add_argument("--work", type=Path, default=None, help="per-run folders (default runs/analyses/<name>)")
+    p.add_argument("--model", default=model, help="base model of the proxy (full mode)")
+    p.add_argument("--proxy", type=Path, default=None, help="proxy checkpoint dir (trained there if missing)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None)
+    p.add_argument("--max-len", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--discovery-per-class", type=int, default=None, help="discovery examples per label")
+    p.add_argument(
+        "--estimator", default="cdt", choices=("cdt", "attribution"), help="head relevance estimator"
+    )
+    p.add_argument(
+        "--proxy-epochs", type=int, default=None, help="epochs when the proxy must be trained here"
+    )
+    p.add_argument("--data-dir", default=None, help="data folder (default $CT_DATA_DIR)")
+    return p
+
+
+def ensure_proxy(
+    path: Path, task, lang: str, model_spec: str, epochs: int | None = None, data_dir=None
+) -> Path:
+    """The proxy checkpoint at `path`, trained there first (prepare_proxy, package defaults) when missing."""
+    from dataclasses import replace
+
+    from circuit_transfer.models.checkpoint import is_checkpoint_dir
+    from circuit_transfer.proxy import PRETRAINED_TRAIN, TINY_TRAIN, prepare_proxy
+
+    path = Path(path)
+    config = None
+    if epochs:
+        config = replace(TINY_TRAIN if model_spec == "tiny" else PRETRAINED_TRAIN, epochs=epochs)
+    if not (path.is_dir() and is_checkpoint_dir(path)):
+        print(f"[proxy] training {model_spec} on {task.name}/{lang} -> {path}", flush=True)
+        meta = prepare_proxy(task, lang, model_spec, path, config=config, data_dir=data_dir)
+        print(f"[proxy] test accuracy {meta['test']['accuracy']:.3f}", flush=True)
+    return path
+
+
+def head_scores(
+    proxy: Path,
+    task,
+    lang: str,
+    per_class: int,
+    path: Path,
+    *,
+    estimator: str = "cdt",
+    max_len: int = 64,
+    batch_size: int = 8,
+    seed: int = 0,
+    data_dir=None,
+    model=None,
+    examples=None,
+):
+    """Relevance of every head of `proxy` on a label-balanced discovery set from `lang`'s valid split.
+
+    Cached as a circuit JSON (top-1 circuit carrying all scores) at `path`. The discovery set uses
+    the valid split, so it never overlaps the training subsets or the test sets. `examples`
+    overrides the sample (e.g. the same sentence ids in several languages).
+    """
+    from circuit_transfer.discovery import Circuit, head_relevance, select_top_k
+    from circuit_transfer.models import load_model
+    from circuit_transfer.tasks import balanced_sample
+
+    path = Path(path)
+    if path.exists():
+        return Circuit.load(path).scores
+    started = time.time()
+    model = model if model is not None else load_model(str(proxy))
+    if examples is None:
+        examples = balanced_sample(discovery_pool(task, lang, data_dir), per_class, seed, task.n_labels)
+    scores = head_relevance(
+        model, task, examples, "label-balanced", estimator=estimator, batch_size=batch_size, max_len=max_len
+    )
+    scores.extra["wall_time_s"] = time.time() - started
+    scores.extra["example_ids"] = [getattr(ex, "id", None) for ex in examples]
+    scores.extra["lang"] = lang
+    select_top_k(scores, 1).save(path)
+    print(f"[discovery] {lang}: {len(examples)} examples, {time.time() - started:.0f}s -> {path}", flush=True)
+    return scores
+
+
+def discovery_pool(task, lang: str, data_dir=None):
+    """Held-out examples discovery draws from: NusaX valid; XNLI the valid 20% of dev."""
+    from circuit_transfer.data import load_split
+    from circuit_transfer.proxy import load_train_valid
+
+    if task.name == "nusax-senti":
+        return load_split(task.name, lang, "valid", data_dir)
+    return load_train_valid(task.name, lang, data_dir)[1]
+
+
+def k_heads(k: float, n_total: int) -> int:
+    """Heads for a fraction `k` of all heads (at least 1), or `k` itself when it is a count >= 1."""
+    return int(k) if k >= 1 else max(1, round(k * n_total))
+
+
+def jsonable(x: Any) -> Any:
+    """Tuples to lists, recursively, so a round trip through JSON gives back the same object."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    return x
+
+
+def ensure_transfer_results(
+    results_dir: Path, quick: bool, proxy: Path | None, script: str = "nusax"
+) -> Path:
+    """A transfer results folder for the analyses that read experiment 1 (or 2).
+
+    In quick mode a missing folder is filled by that experiment's own quick mode (which resumes), so
+    every script runs end to end on its own; in full mode the folder must already exist.
+    """
+    results_dir = Path(results_dir)
+    if not (results_dir / "records.json").exists():
+        if not quick:
+            raise SystemExit(
+                f"no transfer results under {results_dir}: run analyses/{script}_transfer.py first "
+                "(or pass --quick to produce small ones)."
+            )
+        if script == "nusax":
+            import nusax_transfer as experiment
+        else:
+            import xnli_transfer as experiment
+        argv = ["--quick", "--out", str(results_dir), *(["--proxy", str(proxy)] if proxy else [])]
+        if results_dir != default_out(f"{script}_transfer", True):
+            argv += ["--work", str(results_dir / "work")]
+        experiment.main(argv)
+    return results_dir
+
+
+def paired(
+    records: Sequence[dict], a: str, b: str, value: Callable[[dict], float | None]
+) -> dict[tuple, list]:
+    """Per-seed differences value(a) - value(b) between two methods on the same cell.
+
+    A cell is (proxy_lang, target, n_train, k); method b's run with the same k is used, or its
+    k-free run (`full`, `ln-only`, `zero-shot`, whose n_train/seed may differ) when it has none.
+    Returns {(proxy_lang, target, n_train, k): [differences, one per seed]}.
+    """
+    index: dict[tuple, dict] = {}
+    for r in records:
+        index[
+            (r["proxy_lang"], r["target"], r["method"], r.get("k_fraction"), r["data"]["n_train"], r["seed"])
+        ] = r
+    out: dict[tuple, list[float]] = {}
+    for (pl, tg, m, k, n, seed), ra in sorted(index.items(), key=lambda kv: str(kv[0])):
+        if m != a:
+            continue
+        rb = (
+            index.get((pl, tg, b, k, n, seed))
+            or index.get((pl, tg, b, None, n, seed))
+            or index.get((pl, tg, b, None, 0, 0))
+        )
+        if rb is None or value(ra) is None or value(rb) is None:
+            continue
+        out.setdefault((pl, tg, n, k), []).append(value(ra) - value(rb))
+    return out
+
+
+def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman rank correlation (average ranks for ties); None with fewer than 3 points."""
+    if len(x) != len(y) or len(x) < 3:
+        return None
+
+    def ranks(v):
+        order = sorted(range(len(v)), key=lambda i: v[i])
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(v):
+            j = i
+            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for t in range(i, j + 1):
+                r[order[t]] = (i + j) / 2
+            i = j + 1
+        return r
+
+    rx, ry = ranks(list(x)), ranks(list(y))
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    den = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    return None if den == 0 else num / den

@@ -1,0 +1,391 @@
+"""The transfer sweep shared by `nusax_transfer.py` and `xnli_transfer.py`.
+
+One cell = (proxy language, target, method, k, n_train, seed) -> one `transfer()` run writing
+`<work>/runs/<proxy>/<target>/<method>[-k<k>]/n<n_train>/seed<seed>/{result.json,delta.safetensors}`
+(work defaults to the git-ignored runs/analyses/<name>). Cells whose result.json exists are skipped
+(resume). All result records are collected into `<out>/records.json` (committable, no weights). Seeds are the outer loop, so an interrupted sweep has complete method
+comparisons for the first seeds. Settings that do not change a method's outcome are not swept for
+it: zero-shot is run once per target; `full` and `ln-only` ignore k.
+
+The summary (`summary.json`) and tables (`table.md`) are rebuilt from records.json only, so
+`--tables-only` reproduces them exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from common import (
+    Manifest,
+    aggregate,
+    common_parser,
+    default_out,
+    default_work,
+    ensure_proxy,
+    fmt_ci,
+    head_scores,
+    jsonable,
+    k_heads,
+    run_cached,
+    write_table,
+)
+
+from circuit_transfer.io import atomic_write_json, atomic_write_text, read_json
+
+K_METHODS = ("ct-sft", "near-zero", "random")
+METHOD_ORDER = ("zero-shot", "full", "ct-sft", "near-zero", "random", "ln-only")
+
+
+def build_parser(name: str, defaults: dict[str, Any], quick: dict[str, Any]):
+    p = common_parser(f"{name}: cross-lingual transfer sweep (CT-SFT and controls).")
+    p.add_argument(
+        "--proxy-langs", nargs="+", default=None, help=f"proxy languages (full: {defaults['proxy_langs']})"
+    )
+    p.add_argument(
+        "--targets", nargs="+", default=None, help=f"target languages (full: {defaults['targets']})"
+    )
+    p.add_argument("--methods", nargs="+", default=None, help=f"methods (full: {defaults['methods']})")
+    p.add_argument("--k", type=float, nargs="+", default=None, help="head fractions (<1) or counts (>=1)")
+    p.add_argument("--n-train", type=int, nargs="+", default=None)
+    p.add_argument("--n-test", type=int, default=None, help="test sentences per language (stratified, fixed)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate, the same for every method")
+    p.add_argument("--retention", nargs="*", default=None, help="untouched languages evaluated before/after")
+    p.epilog = f"Full-mode defaults: {defaults}. Quick-mode defaults: {quick}."
+    return p
+
+
+def settings_from(args, defaults: dict[str, Any], quick: dict[str, Any]) -> dict[str, Any]:
+    """Flags override the mode's defaults (quick or full)."""
+    base = dict(defaults)
+    if args.quick:
+        base.update(quick)
+    names = [
+        "model", "proxy_langs", "targets", "methods", "k", "n_train", "n_test", "epochs", "lr", "retention",
+        "seeds", "max_len", "batch_size", "discovery_per_class", "proxy_epochs",
+    ]  # fmt: skip
+    for n in names:
+        value = getattr(args, n, None)
+        if value is not None and not (n == "model" and args.quick and value == "smollm2-135m"):
+            base[n] = value
+    base["estimator"] = args.estimator
+    return base
+
+
+def cell_dir(root: Path, proxy_lang: str, target: str, method: str, k: float | None, n_train: int, seed: int):
+    tag = method if method not in K_METHODS else f"{method}-k{k:g}"
+    if method == "zero-shot":
+        return root / "runs" / proxy_lang / target / "zero-shot"
+    return root / "runs" / proxy_lang / target / tag / f"n{n_train}" / f"seed{seed}"
+
+
+def plan(s: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every cell of the sweep, seeds outermost, zero-shot first; duplicates removed."""
+    cells, seen = [], set()
+    for seed in s["seeds"]:
+        for proxy_lang in s["proxy_langs"]:
+            for target in s["targets"]:
+                if target == proxy_lang:
+                    continue
+                for n_train in s["n_train"]:
+                    for method in sorted(s["methods"], key=METHOD_ORDER.index):
+                        for k in s["k"] if method in K_METHODS else [None]:
+                            cell = dict(
+                                proxy_lang=proxy_lang,
+                                target=target,
+                                method=method,
+                                k=k,
+                                n_train=0 if method == "zero-shot" else n_train,
+                                seed=0 if method == "zero-shot" else seed,
+                            )
+                            key = tuple(cell.values())
+                            if key not in seen:
+                                seen.add(key)
+                                cells.append(cell)
+    return cells
+
+
+def run_sweep(
+    argv, *, name: str, task_name: str, defaults: dict, quick: dict, anchors: list[str], anchor=None
+) -> dict:
+    from circuit_transfer.tasks import get_task
+
+    args = build_parser(name, defaults, quick).parse_args(argv)
+    out = Path(args.out or default_out(name, args.quick))
+    work = Path(args.work or default_work(name, args.quick))
+    s = settings_from(args, defaults, quick)
+    if args.tables_only:
+        return write_outputs(out, name, anchors, anchor)
+    for m in s["methods"]:
+        if m not in METHOD_ORDER:
+            raise SystemExit(f"unknown method {m!r}; choose from {', '.join(METHOD_ORDER)}")
+    task = get_task(task_name)
+    manifest = Manifest(out, f"analyses/{name}.py", argv, jsonable(s))
+    proxies = {}
+    for i, lang in enumerate(s["proxy_langs"]):
+        path = (
+            args.proxy if (args.proxy is not None and i == 0) else work / "proxies" / f"{s['model']}-{lang}"
+        )
+        proxies[lang] = ensure_proxy(
+            path, task, lang, s["model"], s.get("proxy_epochs"), data_dir=args.data_dir
+        )
+    manifest.note(proxies={k: str(v) for k, v in proxies.items()})
+    for cell in plan(s):
+        circuit = None
+        if cell["method"] in K_METHODS:
+            circuit = circuit_for(out, proxies[cell["proxy_lang"]], task, cell, s, args.data_dir)
+        run_dir = cell_dir(
+            work, **{k: cell[k] for k in ("proxy_lang", "target", "method", "k", "n_train", "seed")}
+        )
+        _, ran = run_cached(
+            run_dir, lambda d, c=cell, ci=circuit: one_run(d, proxies[c["proxy_lang"]], task, c, ci, s, args)
+        )
+        manifest.count(ran)
+        print(f"[{name}] {'ran ' if ran else 'skip'} {run_dir.relative_to(work)}", flush=True)
+        collect(work, out)
+        write_outputs(out, name, anchors, anchor)
+    manifest.finish()
+    return write_outputs(out, name, anchors, anchor)
+
+
+def circuit_for(out: Path, proxy: Path, task, cell: dict, s: dict, data_dir):
+    """The top-k circuit (with all head scores, for near-zero) of a proxy, discovered once and cached.
+
+    The scores file lives in `<out>/circuits/` (small JSON, part of the results)."""
+    from circuit_transfer.discovery import select_top_k
+
+    scores = head_scores(
+        proxy,
+        task,
+        cell["proxy_lang"],
+        s["discovery_per_class"],
+        out / "circuits" / f"scores-{cell['proxy_lang']}.json",
+        estimator=s["estimator"],
+        max_len=s["max_len"],
+        batch_size=s["batch_size"],
+        data_dir=data_dir,
+    )
+    return select_top_k(scores, k_heads(cell["k"], scores.n_layers * scores.n_heads))
+
+
+def one_run(run_dir: Path, proxy: Path, task, cell: dict, circuit, s: dict, args) -> dict:
+    from circuit_transfer.train import TrainConfig
+    from circuit_transfer.transfer import TRANSFER_TRAIN, TransferSpec, transfer
+
+    optim = replace(TRANSFER_TRAIN.optim, lr=s["lr"]) if s.get("lr") else TRANSFER_TRAIN.optim
+    config = TrainConfig(
+        epochs=s["epochs"], batch_size=s["batch_size"], max_len=s["max_len"], seed=cell["seed"], optim=optim
+    )
+    spec = TransferSpec(
+        method=cell["method"],
+        target=cell["target"],
+        n_train=cell["n_train"],
+        seed=cell["seed"],
+        retention_langs=tuple(s["retention"]),
+        n_test=s["n_test"],
+        config=config,
+    )
+    started = time.time()
+    record = transfer(proxy, spec, circuit, out=run_dir, task=task, data_dir=args.data_dir)
+    record["k_fraction"] = cell["k"]
+    record["sweep_wall_time_s"] = time.time() - started
+    atomic_write_json(run_dir / "result.json", record)
+    return record
+
+
+def collect(work: Path, out: Path) -> list[dict]:
+    """Every run's result.json under `work`, merged into `<out>/records.json` (kept records win ties).
+
+    Records already in records.json whose run folder is gone (e.g. another machine's work folder)
+    are kept, so results can be combined from several work folders."""
+    merged = {r["_path"]: r for r in (load_records(out) if (out / "records.json").exists() else [])}
+    for path in sorted((work / "runs").glob("**/result.json")):
+        rec = read_json(path)
+        rec["_path"] = str(path.parent.relative_to(work / "runs"))
+        rec.pop("circuit", None)  # the heads are kept in "heads"; scores are in circuits/
+        merged[rec["_path"]] = rec
+    records = [merged[k] for k in sorted(merged)]
+    atomic_write_json(out / "records.json", records)
+    return records
+
+
+def load_records(out: Path) -> list[dict]:
+    """The run records of a results folder (records.json)."""
+    return read_json(out / "records.json")
+
+
+def retention_langs(records: list[dict]) -> list[str]:
+    langs = set()
+    for r in records:
+        langs |= set(r["after"]) - {r["target"], r["proxy_lang"]}
+    return sorted(langs)
+
+
+def metrics_for(records: list[dict]) -> dict:
+    metrics = {
+        "target_accuracy": lambda r: r["target_accuracy"],
+        "target_macro_f1": lambda r: r["target_macro_f1"],
+        "proxy_accuracy_after": lambda r: r["proxy_accuracy_after"],
+        "forgetting": lambda r: r["forgetting"],
+        "params_trainable_fraction": lambda r: r["params_trainable_fraction"],
+        "params_changed": lambda r: r["params_changed"],
+        "wall_time_s": lambda r: r["wall_time_s"],
+    }
+    for lang in retention_langs(records):
+        metrics[f"{lang}_after"] = lambda r, lang=lang: r["after"].get(lang, {}).get("accuracy")
+        metrics[f"{lang}_drop"] = lambda r, lang=lang: (
+            r["before"][lang]["accuracy"] - r["after"][lang]["accuracy"] if lang in r["after"] else None
+        )
+    return metrics
+
+
+def summarise(out: Path) -> dict:
+    """summary.json content: per-cell means and 95% CIs over seeds, from the result.json files."""
+    records = load_records(out)
+    keys = ["proxy_lang", "target", "method", "k_fraction", "k", "n_train"]
+    for r in records:
+        r.setdefault("k_fraction", None)
+        r["n_train"] = r["data"]["n_train"]
+    rows = aggregate(records, keys, metrics_for(records))
+    rows.sort(
+        key=lambda r: (
+            r["proxy_lang"],
+            r["target"],
+            r["n_train"],
+            METHOD_ORDER.index(r["method"]),
+            r["k"] or 0,
+        )
+    )
+    proxies = {}
+    for r in records:
+        proxies.setdefault(r["proxy_lang"], {"proxy": r["proxy"], "before": r["before"][r["proxy_lang"]]})
+    return {
+        "rows": rows,
+        "proxies": proxies,
+        "retention_langs": retention_langs(records),
+        "n_runs": len(records),
+    }
+
+
+def write_outputs(out: Path, name: str, anchors: list[str], anchor=None) -> dict:
+    summary = summarise(out)
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "target_accuracy.svg", figure_svg(summary))
+    render(out, name, summary, anchors, anchor)
+    return summary
+
+
+def render(out: Path, name: str, summary: dict, anchors: list[str], anchor=None) -> str:
+    """table.md from summary.json; `anchor` = (column name, row -> str) puts a quoted reference figure beside each row."""
+    ret = summary["retention_langs"]
+    rows = []
+    for r in summary["rows"]:
+        row = {
+            "proxy": r["proxy_lang"],
+            "target": r["target"],
+            "n_train": r["n_train"],
+            "method": r["method"],
+            "k": f"{r['k']} ({r['k_fraction']:g})" if r["method"] in K_METHODS else "-",
+            "target acc %": fmt_ci(r["target_accuracy"]),
+            "target F1 %": fmt_ci(r["target_macro_f1"]),
+            **({anchor[0]: anchor[1](r)} if anchor else {}),
+            "proxy acc after %": fmt_ci(r["proxy_accuracy_after"]),
+            "forgetting (proxy) pts": fmt_ci(r["forgetting"]),
+        }
+        for lang in ret:
+            row[f"{lang} drop pts"] = fmt_ci(r.get(f"{lang}_drop"))
+        row["trainable %"] = fmt_ci(r["params_trainable_fraction"], digits=3).split(" ")[0]
+        row["params changed"] = (
+            "-" if r["params_changed"]["mean"] is None else f"{r['params_changed']['mean']:.0f}"
+        )
+        row["s/run"] = f"{r['wall_time_s']['mean']:.0f}"
+        rows.append(row)
+    columns = list(rows[0]) if rows else []
+    proxy_rows = [
+        {
+            "proxy": lang,
+            "checkpoint": _short(p["proxy"]),
+            "proxy test acc (n)": f"{100 * p['before']['accuracy']:.1f} ({p['before']['n']})",
+        }
+        for lang, p in sorted(summary["proxies"].items())
+    ]
+    notes = [
+        "Mean over seeds with a 95% Student-t interval; 'n=1, no CI' when only one seed ran.",
+        "Forgetting = proxy-language test accuracy before minus after transfer (positive = forgot). On a "
+        "parallel corpus (NusaX) the target training sentences are translations of proxy training "
+        "sentences, so proxy-language forgetting is confounded; '<lang> drop' columns are untouched "
+        "retention languages (method.md §7).",
+        "With 200 test sentences the standard error of one accuracy is about ±3.5 points: differences "
+        "smaller than that are not resolved by one run.",
+        f"Runs: {summary['n_runs']} records in records.json.",
+        *anchors,
+    ]
+    return write_table(
+        out / "table.md",
+        f"{name}: transfer results",
+        [
+            ("Proxy checkpoints", proxy_rows, ["proxy", "checkpoint", "proxy test acc (n)"]),
+            ("Transfer", rows, columns),
+        ],
+        notes,
+    )
+
+
+def figure_svg(summary: dict, metric: str = "target_accuracy", width: int = 640) -> str:
+    """A bar chart (SVG text, no dependencies): `metric` per method for each proxy/target/n_train, with
+    95% CI whiskers where more than one seed ran."""
+    groups: dict[str, list[dict]] = {}
+    for r in summary["rows"]:
+        groups.setdefault(f"{r['proxy_lang']}->{r['target']}", []).append(r)
+    colours = dict(zip(METHOD_ORDER, ("#999999", "#d62728", "#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd")))
+    bar, gap, top, height = 18, 24, 30, 200
+    n_bars = sum(len(v) for v in groups.values())
+    width = max(width, 60 + n_bars * bar + len(groups) * gap)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{top + height + 60}" font-family="sans-serif" font-size="10">',
+        f'<text x="10" y="16" font-size="12">{metric} (%), mean and 95% CI over seeds</text>',
+    ]
+    for pct in (0, 25, 50, 75, 100):
+        y = top + height - pct / 100 * height
+        parts.append(f'<line x1="40" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>')
+        parts.append(f'<text x="10" y="{y + 3:.1f}">{pct}</text>')
+    x = 50
+    for label, rows in groups.items():
+        start = x
+        for r in rows:
+            stat = r[metric]
+            if stat["mean"] is not None:
+                h = stat["mean"] * height
+                parts.append(
+                    f'<rect x="{x}" y="{top + height - h:.1f}" width="{bar - 3}" height="{h:.1f}" '
+                    f'fill="{colours.get(r["method"], "#333")}"><title>{r["method"]} k={r["k"]} n_train={r["n_train"]}: '
+                    f"{100 * stat['mean']:.1f}</title></rect>"
+                )
+                if stat["half"] is not None:
+                    lo, hi = (stat["mean"] - stat["half"]) * height, (stat["mean"] + stat["half"]) * height
+                    cx = x + (bar - 3) / 2
+                    parts.append(
+                        f'<line x1="{cx}" x2="{cx}" y1="{top + height - hi:.1f}" y2="{top + height - lo:.1f}" stroke="black"/>'
+                    )
+            x += bar
+        parts.append(f'<text x="{start}" y="{top + height + 14}">{label}</text>')
+        x += gap
+    for i, m in enumerate(METHOD_ORDER):
+        parts.append(
+            f'<rect x="{50 + i * 95}" y="{top + height + 30}" width="10" height="10" fill="{colours[m]}"/>'
+        )
+        parts.append(f'<text x="{64 + i * 95}" y="{top + height + 39}">{m}</text>')
+    parts.append("</svg>")
+    return "\n".join(parts) + "\n"
+
+
+def _short(path: str) -> str:
+    """A path relative to the repository root when it lies inside it (tables stay machine-independent)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return str(Path(path).resolve().relative_to(root))
+    except ValueError:
+        return path
