@@ -6,6 +6,7 @@ proxy language on a parallel corpus, method.md §7). Also the paired per-seed di
 forgetting between CT-SFT and each other method (negative = CT-SFT forgets less).
 
     python analyses/forgetting.py --quick                       # runs exp. 1 quick first if needed
+    python analyses/forgetting.py   # reads analyses/results/nusax_transfer (and xnli_transfer when present)
     python analyses/forgetting.py --transfer analyses/results/nusax_transfer
     python analyses/forgetting.py --tables-only
 """
@@ -30,7 +31,9 @@ def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="use (and if missing produce) quick exp. 1 results")
     p.add_argument("--tables-only", action="store_true", help="rebuild table.md from forgetting.json")
-    p.add_argument("--transfer", type=Path, default=None, help="experiment 1 (or 2) results folder")
+    p.add_argument(
+        "--transfer", type=Path, nargs="+", default=None, help="experiment 1 and/or 2 results folders"
+    )
     p.add_argument("--proxy", type=Path, default=None, help="tiny proxy to reuse in quick mode")
     p.add_argument("--out", type=Path, default=None)
     return p.parse_args(argv)
@@ -88,6 +91,29 @@ def analyse(records: list[dict]) -> dict:
 
 
 def render(out: Path, data: dict) -> str:
+    """table.md: one before/after table and one contrast table per transfer experiment read."""
+    sections, notes = [], []
+    for source, part in data["sources"].items():
+        (rows, cols), (contrast_rows, ccols) = _tables(part)
+        name = Path(source).name
+        sections += [
+            (f"{name}: accuracy before/after", rows, cols),
+            (f"{name}: CT-SFT versus the others", contrast_rows, ccols),
+        ]
+        notes.append(f"{name}: {part['n_runs']} runs read from {source}.")
+    notes = [
+        "drop = accuracy before minus after (positive = forgot); mean over seeds with a 95% t-interval.",
+        "Proxy-language drop is confounded on parallel corpora (NusaX, and XNLI, which is translated: target "
+        "training sentences are translations of proxy sentences; method.md §7); untouched retention languages "
+        "are the cleaner measure.",
+        "Contrasts: per-seed paired CT-SFT drop minus the other method's drop; negative = CT-SFT forgets less. "
+        "An interval containing 0 (or n=1) does not resolve the difference.",
+        *notes,
+    ]
+    return write_table(out / "table.md", "Forgetting after transfer", sections, notes)
+
+
+def _tables(data: dict) -> tuple[tuple[list, list], tuple[list, list]]:
     langs = data["retention_langs"]
     rows = []
     for r in data["rows"]:
@@ -116,22 +142,9 @@ def render(out: Path, data: dict) -> str:
         }
         for c in data["contrasts"]
     ]
-    notes = [
-        "drop = accuracy before minus after (positive = forgot); mean over seeds with a 95% t-interval.",
-        "Proxy-language drop is confounded on parallel NusaX (target training sentences are translations "
-        "of proxy training sentences; method.md §7); untouched retention languages are the cleaner measure.",
-        "Contrasts: per-seed paired CT-SFT drop minus the other method's drop; negative = CT-SFT forgets less. "
-        "An interval containing 0 (or n=1) does not resolve the difference.",
-        f"Runs read: {data['n_runs']}.",
-    ]
     cols = list(rows[0]) if rows else []
     ccols = list(contrast_rows[0]) if contrast_rows else []
-    return write_table(
-        out / "table.md",
-        "Forgetting after transfer",
-        [("Accuracy before/after", rows, cols), ("CT-SFT versus the others", contrast_rows, ccols)],
-        notes,
-    )
+    return (rows, cols), (contrast_rows, ccols)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -141,11 +154,16 @@ def main(argv: list[str] | None = None) -> dict:
         data = read_json(out / "forgetting.json")
         render(out, data)
         return data
-    src = args.transfer or (out.parent / "nusax_transfer")
-    manifest = Manifest(out, f"analyses/{NAME}.py", argv, {"transfer": str(src), "quick": args.quick})
-    ensure_transfer_results(src, args.quick, args.proxy)
-    data = analyse(load_records(src))
-    data["source"] = str(src)
+    xnli = out.parent / "xnli_transfer"
+    sources = args.transfer or [
+        out.parent / "nusax_transfer",
+        *([xnli] if (xnli / "records.json").exists() else []),
+    ]
+    manifest = Manifest(
+        out, f"analyses/{NAME}.py", argv, {"transfer": [str(s) for s in sources], "quick": args.quick}
+    )
+    ensure_transfer_results(sources[0], args.quick, args.proxy)
+    data = {"sources": {str(src): analyse(load_records(src)) for src in sources}}
     atomic_write_json(out / "forgetting.json", data)
     render(out, data)
     manifest.finish()

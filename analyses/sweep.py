@@ -51,6 +51,7 @@ def build_parser(name: str, defaults: dict[str, Any], quick: dict[str, Any]):
     p.add_argument("--k", type=float, nargs="+", default=None, help="head fractions (<1) or counts (>=1)")
     p.add_argument("--n-train", type=int, nargs="+", default=None)
     p.add_argument("--n-test", type=int, default=None, help="test sentences per language (stratified, fixed)")
+    p.add_argument("--n-valid", type=int, default=None, help="valid sentences that select the epoch (fixed)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="peak learning rate, the same for every method")
     p.add_argument("--retention", nargs="*", default=None, help="untouched languages evaluated before/after")
@@ -64,7 +65,7 @@ def settings_from(args, defaults: dict[str, Any], quick: dict[str, Any]) -> dict
     if args.quick:
         base.update(quick)
     names = [
-        "model", "proxy_langs", "targets", "methods", "k", "n_train", "n_test", "epochs", "lr", "retention",
+        "model", "proxy_langs", "targets", "methods", "k", "n_train", "n_test", "n_valid", "epochs", "lr", "retention",
         "seeds", "max_len", "batch_size", "discovery_per_class", "proxy_epochs",
     ]  # fmt: skip
     for n in names:
@@ -140,8 +141,12 @@ def run_sweep(
         run_dir = cell_dir(
             work, **{k: cell[k] for k in ("proxy_lang", "target", "method", "k", "n_train", "seed")}
         )
+        proxy = proxies[cell["proxy_lang"]]
         _, ran = run_cached(
-            run_dir, lambda d, c=cell, ci=circuit: one_run(d, proxies[c["proxy_lang"]], task, c, ci, s, args)
+            run_dir,
+            lambda d, c=cell, ci=circuit, p=proxy: one_run(
+                d, p, task, c, ci, s, args, before_cache(work, p, s)
+            ),
         )
         manifest.count(ran)
         print(f"[{name}] {'ran ' if ran else 'skip'} {run_dir.relative_to(work)}", flush=True)
@@ -171,7 +176,7 @@ def circuit_for(out: Path, proxy: Path, task, cell: dict, s: dict, data_dir):
     return select_top_k(scores, k_heads(cell["k"], scores.n_layers * scores.n_heads))
 
 
-def one_run(run_dir: Path, proxy: Path, task, cell: dict, circuit, s: dict, args) -> dict:
+def one_run(run_dir: Path, proxy: Path, task, cell: dict, circuit, s: dict, args, known: Path) -> dict:
     from circuit_transfer.train import TrainConfig
     from circuit_transfer.transfer import TRANSFER_TRAIN, TransferSpec, transfer
 
@@ -186,14 +191,25 @@ def one_run(run_dir: Path, proxy: Path, task, cell: dict, circuit, s: dict, args
         seed=cell["seed"],
         retention_langs=tuple(s["retention"]),
         n_test=s["n_test"],
+        n_valid=s.get("n_valid"),
         config=config,
     )
     started = time.time()
-    record = transfer(proxy, spec, circuit, out=run_dir, task=task, data_dir=args.data_dir)
+    before = read_json(known) if known.exists() else {}
+    record = transfer(proxy, spec, circuit, out=run_dir, task=task, data_dir=args.data_dir, before=before)
+    atomic_write_json(known, {**read_json(known), **record["before"]} if known.exists() else record["before"])
     record["k_fraction"] = cell["k"]
     record["sweep_wall_time_s"] = time.time() - started
     atomic_write_json(run_dir / "result.json", record)
     return record
+
+
+def before_cache(work: Path, proxy: Path, s: dict) -> Path:
+    """Where the unchanged proxy's test scores are kept, by language, so each is measured once per sweep.
+
+    Keyed by the proxy folder and the settings that change them (test size, max_len); it lives in
+    the work folder, beside the runs."""
+    return work / "before" / f"{Path(proxy).name}-n{s['n_test']}-len{s['max_len']}.json"
 
 
 def collect(work: Path, out: Path) -> list[dict]:

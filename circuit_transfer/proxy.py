@@ -14,7 +14,7 @@ from circuit_transfer.data import load_split
 from circuit_transfer.evaluate import evaluate
 from circuit_transfer.models import build_tiny_model, load_model, read_checkpoint_metadata, save_checkpoint
 from circuit_transfer.optim import OptimConfig
-from circuit_transfer.tasks import Task, get_task
+from circuit_transfer.tasks import Task, get_task, stratified_cap
 from circuit_transfer.train import TrainConfig, train_classifier
 
 # Training from scratch needs more epochs and a larger step than fine-tuning a pretrained model.
@@ -53,10 +53,19 @@ def prepare_proxy(
     config: TrainConfig | None = None,
     data_dir=None,
     progress: bool = False,
+    n_train: int | None = None,
+    n_valid: int | None = None,
 ) -> dict:
-    """Train the proxy checkpoint and save it to `out`; returns its metadata (scores included)."""
+    """Train the proxy checkpoint and save it to `out`; returns its metadata (scores included).
+
+    `n_train` / `n_valid` take label-stratified subsets (seeded by `config.seed`) of the train and
+    valid splits, for when a CPU cannot afford the whole split (XNLI English: 1992 + 498 rows)."""
     started = time.time()
     train, valid = load_train_valid(task.name, lang, data_dir)
+    train, valid = (
+        stratified_cap(train, n_train, task.n_labels),
+        stratified_cap(valid, n_valid, task.n_labels),
+    )
     test = load_split(task.name, lang, train_eval_splits(task.name)[2], data_dir)
     if model_spec == "tiny":
         texts = [ex.text for ex in train] + [ex.text_pair for ex in train if ex.text_pair]

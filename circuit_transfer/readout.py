@@ -53,8 +53,9 @@ class TaskBatch:
 def encode(tokenizer, task: Task, examples: Sequence[Example], max_len: int = 128) -> TaskBatch:
     """Tokenize prompts for `examples`, right-padded to the longest one.
 
-    A prompt longer than `max_len` tokens keeps its beginning and its fixed suffix (e.g.
-    "\\nSentiment:"), dropping tokens from the end of the text, so the readout position is intact.
+    A prompt longer than `max_len` tokens is shortened inside its first field (`{text}`, the
+    premise for pair tasks), dropping that field's last tokens; what the template puts after it (the
+    hypothesis, the fixed suffix such as "\\nSentiment:") is kept, so the readout position is intact.
     """
     if not examples:
         raise ValueError("No examples to encode.")
@@ -65,7 +66,9 @@ def encode(tokenizer, task: Task, examples: Sequence[Example], max_len: int = 12
     for ex in examples:
         ids = tokenizer.encode(task.render(ex), add_special_tokens=True)
         if len(ids) > max_len:
-            ids = ids[: max_len - suffix_len] + ids[-suffix_len:]
+            tail_len = len(tokenizer.encode(task.prompt_tail(ex), add_special_tokens=False))
+            tail_len = min(max(tail_len, suffix_len), max_len - 1)
+            ids = ids[: max_len - tail_len] + ids[-tail_len:]
         rows.append(ids)
     width = max(len(r) for r in rows)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

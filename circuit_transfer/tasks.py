@@ -53,6 +53,13 @@ class Task:
         """The fixed text after the last field: kept whole when a long prompt is truncated."""
         return self.template.rsplit("}", 1)[-1]
 
+    def prompt_tail(self, example: Example) -> str:
+        """The rendered text after the `{text}` field: the suffix, and for pair tasks the hypothesis.
+
+        A long prompt is shortened inside `{text}` only, so this part is kept whole."""
+        after_text = self.template.split("{text}", 1)[-1]
+        return after_text.format(text_pair=example.text_pair or "")
+
     def render(self, example: Example) -> str:
         """The prompt for one example (without the label word)."""
         return self.template.format(text=example.text, text_pair=example.text_pair or "")
@@ -130,6 +137,14 @@ def balanced_sample(examples: Sequence[Example], k_per_class: int, seed: int, n_
         chosen.extend(rng.sample(pool, k_per_class))
     rng.shuffle(chosen)
     return chosen
+
+
+def stratified_cap(examples: Sequence[Example], n: int | None, n_labels: int, seed: int = 0) -> list[Example]:
+    """At most `n` examples: a fixed (seeded) label-stratified subset, or all of them when n is None or
+    not smaller. Used to cap test and valid sets so every method of a sweep sees the same rows."""
+    return (
+        list(examples) if n is None or n >= len(examples) else stratified_subset(examples, n, seed, n_labels)
+    )
 
 
 def stratified_subset(examples: Sequence[Example], n: int, seed: int, n_labels: int) -> list[Example]:

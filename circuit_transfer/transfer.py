@@ -21,7 +21,7 @@ entries that could change, re-applicable to the proxy checkpoint with `delta.app
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from circuit_transfer.io import atomic_write_json
 from circuit_transfer.masking import FULL, MaskPolicy, masked_training
 from circuit_transfer.models import load_model
 from circuit_transfer.proxy import load_train_valid, task_of_checkpoint, train_eval_splits
-from circuit_transfer.tasks import Task, stratified_subset
+from circuit_transfer.tasks import Task, stratified_cap, stratified_subset
 from circuit_transfer.train import TrainConfig, train_classifier
 
 METHODS = ("ct-sft", "near-zero", "random", "ln-only", "full", "zero-shot")
@@ -53,6 +53,8 @@ class TransferSpec:
         retention_langs: extra languages whose test accuracy is measured before and after
             (forgetting where target data cannot help, method.md §7).
         n_test: cap on test examples per language (None: the whole split).
+        n_valid: cap on the valid examples that select the epoch (None: the whole split; XNLI's
+            valid cut has 498 rows, evaluated once per epoch).
     """
 
     method: str
@@ -61,6 +63,7 @@ class TransferSpec:
     seed: int = 0
     retention_langs: tuple[str, ...] = ()
     n_test: int | None = None
+    n_valid: int | None = None
     config: TrainConfig = field(default_factory=lambda: TRANSFER_TRAIN)
     policy: MaskPolicy = field(default_factory=MaskPolicy)
 
@@ -107,8 +110,13 @@ def transfer(
     task: Task | None = None,
     data_dir=None,
     progress: bool = False,
+    before: Mapping[str, dict] | None = None,
 ) -> dict:
-    """Run one transfer from a proxy checkpoint; return (and, with `out`, save) the result record."""
+    """Run one transfer from a proxy checkpoint; return (and, with `out`, save) the result record.
+
+    `before` holds already-measured scores of the unchanged proxy on the same test sets, by language
+    (a previous record's "before"); languages it lacks are evaluated. A sweep passes them so the
+    proxy is not re-scored on every run."""
     started = time.time()
     task = task or task_of_checkpoint(proxy_dir)
     model = load_model(str(proxy_dir))
@@ -121,14 +129,24 @@ def transfer(
             f"{task.name}/{spec.target} has {len(train_pool)} training examples; cannot take n_train={spec.n_train}."
         )
     train = stratified_subset(train_pool, spec.n_train, spec.seed, task.n_labels) if spec.n_train > 0 else []
+    valid = stratified_cap(valid, spec.n_valid, task.n_labels)
     test_split = train_eval_splits(task.name)[2]
     eval_langs = dict.fromkeys([spec.target, proxy_lang, *spec.retention_langs])
     tests = {
-        lang: _cap(load_split(task.name, lang, test_split, data_dir), spec.n_test, task.n_labels)
+        lang: stratified_cap(load_split(task.name, lang, test_split, data_dir), spec.n_test, task.n_labels)
         for lang in eval_langs
     }
 
-    before = _scores(model, task, tests, spec.config)
+    known = {lang: dict(before[lang]) for lang in tests if before is not None and lang in before}
+    for lang, scores in known.items():
+        if scores.get("n") != len(tests[lang]):
+            raise ValueError(
+                f"The given 'before' scores for {lang} cover {scores.get('n')} test examples but this run "
+                f"tests {len(tests[lang])}: pass scores measured with the same n_test."
+            )
+    missing = {lang: rows for lang, rows in tests.items() if lang not in known}
+    before = {**known, **_scores(model, task, missing, spec.config)}
+    before = {lang: before[lang] for lang in tests}
     base_state = {name: p.detach().clone() for name, p in model.named_parameters()}
     record: dict = {
         "method": spec.method,
@@ -186,13 +204,6 @@ def transfer(
             )
         atomic_write_json(out / "result.json", record)
     return record
-
-
-def _cap(rows: Sequence, n: int | None, n_labels: int) -> list:
-    """A fixed (seed 0), label-stratified subset of n test rows, identical for every method; or all rows."""
-    return (
-        list(rows) if n is None or n >= len(rows) else stratified_subset(rows, n, seed=0, n_labels=n_labels)
-    )
 
 
 def _n_params(model) -> int:

@@ -28,6 +28,16 @@ def test_long_prompt_keeps_its_suffix(word_tokenizer):
     assert word_tokenizer.convert_ids_to_tokens(batch.tokens[0, -2:].tolist()) == ["Sentiment", ":"]
 
 
+def test_long_pair_prompt_shortens_the_premise_and_keeps_the_hypothesis(word_tokenizer):
+    task = get_task("xnli")
+    long_pair = Example("1", "good " * 50, 0, "en", text_pair="the film was great")
+    batch = encode(word_tokenizer, task, [long_pair], max_len=12)
+    kept = word_tokenizer.convert_ids_to_tokens(batch.tokens[0].tolist())
+    assert len(kept) == 12
+    assert kept[-8:] == ["Question", ":", "the", "film", "was", "great", "Answer", ":"]
+    assert kept[:4] == ["good"] * 4
+
+
 def test_label_logits_and_margins():
     logits = torch.zeros(2, 3, 10)
     logits[0, 2, [4, 5, 6]] = torch.tensor([1.0, 2.0, 6.0])

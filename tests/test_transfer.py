@@ -96,6 +96,20 @@ def test_result_json_records_the_run(proxy_dir, circuit, tmp_path):
         assert key in record
 
 
+def test_known_before_scores_give_the_same_record_and_wrong_sizes_are_refused(proxy_dir, circuit, tmp_path):
+    spec = TransferSpec("ct-sft", "jav", 16, n_test=24, n_valid=30, config=FAST)
+    measured = transfer(proxy_dir, spec, circuit, task=TASK)
+    partly_known = {"jav": measured["before"]["jav"]}
+    reused = transfer(proxy_dir, spec, circuit, task=TASK, before=partly_known)
+    for record in (measured, reused):
+        record.pop("wall_time_s")
+    assert reused == measured
+    assert measured["data"]["n_valid"] == 30
+    wrong = {"jav": {**measured["before"]["jav"], "n": 400}}
+    with pytest.raises(ValueError, match="cover 400 test examples but this run tests 24"):
+        transfer(proxy_dir, spec, circuit, task=TASK, before=wrong)
+
+
 def test_random_control_is_seeded_and_the_same_size(proxy_dir, circuit, tmp_path):
     a = _run(proxy_dir, circuit, "random", tmp_path, seed=3)
     b = transfer(

@@ -26,6 +26,10 @@ def register(subparsers) -> None:
     p.add_argument("--epochs", type=int, help="training epochs (default: 8 for tiny, 3 for pretrained)")
     p.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3 tiny, 3e-5 pretrained)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--n-train", type=int, help="train on a label-stratified subset of this size (default: all)"
+    )
+    p.add_argument("--n-valid", type=int, help="select the epoch on a subset of this size (default: all)")
     p.set_defaults(run=run_prepare_proxy)
 
     e = subparsers.add_parser(
@@ -54,7 +58,17 @@ def run_prepare_proxy(args: argparse.Namespace) -> int:
         config = replace(config, epochs=args.epochs)
     if args.lr:
         config = replace(config, optim=replace(config.optim, lr=args.lr))
-    meta = prepare_proxy(task, lang, args.model, args.out, config, data_dir=args.data_dir, progress=True)
+    meta = prepare_proxy(
+        task,
+        lang,
+        args.model,
+        args.out,
+        config,
+        data_dir=args.data_dir,
+        progress=True,
+        n_train=args.n_train,
+        n_valid=args.n_valid,
+    )
     print(markdown_table(meta["training"]["curve"]))
     test = meta["test"]
     print(

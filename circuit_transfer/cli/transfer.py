@@ -30,6 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--weight-decay", type=float, help="decoupled weight decay (default 0.1)")
     p.add_argument("--retention", default="", help="extra comma-separated languages to measure forgetting on")
     p.add_argument("--n-test", type=int, help="cap test examples per language (default: whole split)")
+    p.add_argument("--n-valid", type=int, help="cap the valid examples that select the epoch (default: all)")
     p.add_argument(
         "--b-o", choices=("frozen", "any-head"), default="frozen", help="policy for the shared b_O"
     )
@@ -58,6 +59,7 @@ def run_transfer(args: argparse.Namespace) -> int:
         seed=args.seed,
         retention_langs=tuple(normalise_lang(task.name, x) for x in args.retention.split(",") if x),
         n_test=args.n_test,
+        n_valid=args.n_valid,
         config=config,
         policy=MaskPolicy(b_O=args.b_o, gqa_kv=args.gqa_kv, norms=args.norms),
     )

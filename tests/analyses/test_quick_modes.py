@@ -116,8 +116,9 @@ def test_readers_of_experiment_1(module, json_name, nusax_results, tmp_path):
     module.main(["--tables-only", "--out", str(tmp_path)])
     assert (tmp_path / "table.md").read_text() == table
     if module is forgetting:
-        assert any(c["versus"] == "full" for c in data["contrasts"])
-        assert "eng" in data["retention_langs"]
+        (part,) = data["sources"].values()
+        assert any(c["versus"] == "full" for c in part["contrasts"])
+        assert "eng" in part["retention_langs"]
     else:
         assert data["points"] and data["points"][0]["target"] == "jav"
 
