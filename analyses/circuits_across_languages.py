@@ -30,6 +30,7 @@ from common import (  # noqa: E402
     head_scores,
     jsonable,
     k_heads,
+    spearman_permutation_p,
     spearman_rho,
     write_table,
 )
@@ -150,6 +151,23 @@ def join_transfer(data: dict, transfer_dir: Path, proxy_lang: str) -> list[dict]
     return out
 
 
+def join_correlations(join: list[dict]) -> list[dict]:
+    """Does similarity to the proxy-language circuit predict CT-SFT's gain over zero-shot? One Spearman
+    (with an exact permutation p-value) per similarity measure and per (k, n_train), one point per target."""
+    groups: dict[tuple, list[dict]] = {}
+    for j in join:
+        if j["gain_over_zero_shot"]["mean"] is not None:
+            groups.setdefault((j["k_fraction"], j["n_train"]), []).append(j)
+    rows = []
+    for (kf, n), pts in sorted(groups.items(), key=lambda kv: str(kv[0])):
+        gains = [j["gain_over_zero_shot"]["mean"] for j in pts]
+        for measure in ("jaccard", "spearman"):
+            sims = [j[measure] for j in pts]
+            rows.append({"k_fraction": kf, "n_train": n, "similarity": measure, "targets": len(pts),
+                         "spearman": spearman_rho(sims, gains), "p_value": spearman_permutation_p(sims, gains)})  # fmt: skip
+    return rows
+
+
 def render(out: Path, data: dict) -> str:
     langs = data["langs"]
     idx = {(p["a"], p["b"]): p for p in data["pairs"]}
@@ -168,13 +186,19 @@ def render(out: Path, data: dict) -> str:
          "gain over zero-shot pts": "-" if j["gain_over_zero_shot"]["mean"] is None else f"{100 * j['gain_over_zero_shot']['mean']:.1f}"}
         for j in join
     ]  # fmt: skip
-    corr = data.get("join_correlation")
+    corr_rows = [
+        {"k": c["k_fraction"], "n_train": c["n_train"], "similarity measure": c["similarity"], "targets": c["targets"],
+         "spearman(similarity, ct-sft gain)": "-" if c["spearman"] is None else f"{c['spearman']:.2f}",
+         "permutation p": "-" if c["p_value"] is None else f"{c['p_value']:.2f}"}
+        for c in data.get("join_correlations", [])
+    ]  # fmt: skip
     notes = [
         f"Head sets: top {data['k']} heads by relevance ({data['estimator']} estimator, {data['n_examples']} "
         f"discovery sentences per language, the same sentence ids in every language).",
         f"All scores finite: {data['all_scores_finite']}.",
-        "Similarity predicts transfer? Spearman(jaccard with proxy language, CT-SFT gain over zero-shot) across "
-        f"targets: {'-' if corr is None else f'{corr:.2f}'} (needs >= 3 targets; descriptive only with few).",
+        "Similarity predicts transfer? Spearman across targets of similarity to the proxy-language circuit and "
+        "CT-SFT's gain over zero-shot, with an exact two-sided permutation p-value (needs >= 3 targets; "
+        "3 targets cannot give p < 0.33).",
     ]
     sections = [("Jaccard of top-k head sets", matrix("jaccard"), ["", *langs]),
                 ("Spearman of head scores", matrix("spearman"), ["", *langs])]  # fmt: skip
@@ -186,6 +210,8 @@ def render(out: Path, data: dict) -> str:
                 list(join_rows[0]),
             )
         )
+    if corr_rows:
+        sections.append(("Does similarity predict transfer?", corr_rows, list(corr_rows[0])))
     return write_table(out / "table.md", "Circuits across languages", sections, notes)
 
 
@@ -213,10 +239,7 @@ def main(argv: list[str] | None = None) -> dict:
     data.update(proxy=str(proxy), estimator=s["estimator"], n_examples=3 * s["discovery_per_class"])
     transfer_dir = args.transfer or out.parent / "nusax_transfer"
     data["join"] = join_transfer(data, transfer_dir, s["proxy_lang"])
-    pts = [j for j in data["join"] if j["gain_over_zero_shot"]["mean"] is not None]
-    data["join_correlation"] = spearman_rho(
-        [j["jaccard"] for j in pts], [j["gain_over_zero_shot"]["mean"] for j in pts]
-    )
+    data["join_correlations"] = join_correlations(data["join"])
     data["transfer_source"] = str(transfer_dir)
     atomic_write_json(out / "circuits.json", jsonable(data))
     render(out, data)

@@ -12,9 +12,11 @@ Everything on disk is written atomically (`circuit_transfer.io`).
 from __future__ import annotations
 
 import argparse
+import itertools
 import math
 import os
 import platform
+import random
 import shlex
 import sys
 import time
@@ -366,26 +368,34 @@ def paired(
     return out
 
 
+def spearman_permutation_p(x: Sequence[float], y: Sequence[float], n_random: int = 20000) -> float | None:
+    """Two-sided p-value of Spearman's rho under the null of no association: the share of reorderings
+    of `y` whose |rho| is at least the observed one. Exact (all n! orders) for n <= 8, else
+    `n_random` seeded random orders. None where rho is undefined.
+
+    With the handful of targets a CPU run affords, this says how little a coefficient can show
+    (3 points: p >= 1/3, 4 points: p >= 1/12)."""
+    observed = spearman_rho(x, y)
+    if observed is None:
+        return None
+    ys = list(y)
+    if len(ys) <= 8:
+        orders = list(itertools.permutations(ys))
+    else:
+        rng = random.Random(0)
+        orders = [rng.sample(ys, len(ys)) for _ in range(n_random)]
+    rhos = [spearman_rho(x, order) for order in orders]
+    return sum(1 for r in rhos if r is not None and abs(r) >= abs(observed) - 1e-12) / len(orders)
+
+
 def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman rank correlation (average ranks for ties); None with fewer than 3 points."""
+    """Spearman rank correlation (average ranks for ties, `circuit_transfer.discovery.spearman`);
+    None with fewer than 3 points or a constant side."""
+    import torch
+
+    from circuit_transfer.discovery import spearman
+
     if len(x) != len(y) or len(x) < 3:
         return None
-
-    def ranks(v):
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        r = [0.0] * len(v)
-        i = 0
-        while i < len(v):
-            j = i
-            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for t in range(i, j + 1):
-                r[order[t]] = (i + j) / 2
-            i = j + 1
-        return r
-
-    rx, ry = ranks(list(x)), ranks(list(y))
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    num = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    den = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
-    return None if den == 0 else num / den
+    rho = spearman(torch.tensor(list(x), dtype=torch.float64), torch.tensor(list(y), dtype=torch.float64))
+    return None if math.isnan(rho) else rho

@@ -26,6 +26,7 @@ from common import (  # noqa: E402
     ensure_transfer_results,
     fmt_ci,
     paired,
+    spearman_permutation_p,
     spearman_rho,
     write_table,
 )
@@ -73,14 +74,24 @@ def analyse(datasets: dict[str, list[dict]]) -> dict:
                     "winner": _winner(stat),
                 }
             )
-    groups: dict[tuple, list[dict]] = {"all": points}
+    # One point per target in each group: within a data set, and across data sets at the same
+    # (n_train, k), so a k sweep on one target does not count that target twice.
+    groups: dict[tuple, list[dict]] = {}
     for p in points:
         groups.setdefault((p["dataset"], p["n_train"], p["k_fraction"]), []).append(p)
+        groups.setdefault(("all", p["n_train"], p["k_fraction"]), []).append(p)
     correlations = []
     for key, pts in groups.items():
-        rho = spearman_rho([p["gap"] for p in pts], [p["ct_sft_minus_near_zero"]["mean"] for p in pts])
+        if key[0] == "all" and len({p["dataset"] for p in pts}) < 2:
+            continue
+        gaps, diffs = [p["gap"] for p in pts], [p["ct_sft_minus_near_zero"]["mean"] for p in pts]
         correlations.append(
-            {"group": "all" if key == "all" else "/".join(map(str, key)), "points": len(pts), "spearman": rho}
+            {
+                "group": "/".join(map(str, key)),
+                "points": len(pts),
+                "spearman": spearman_rho(gaps, diffs),
+                "p_value": spearman_permutation_p(gaps, diffs),
+            }
         )
     return {"points": points, "correlations": correlations}
 
@@ -116,6 +127,7 @@ def render(out: Path, data: dict) -> str:
             "spearman(gap, ct-sft minus near-zero)": "- (fewer than 3 points)"
             if c["spearman"] is None
             else f"{c['spearman']:.2f}",
+            "permutation p (two-sided)": "-" if c["p_value"] is None else f"{c['p_value']:.2f}",
         }
         for c in data["correlations"]
     ]
@@ -125,7 +137,9 @@ def render(out: Path, data: dict) -> str:
         "The paper's trade-off predicts a positive correlation: CT-SFT (editing the circuit) wins on hard "
         "transfers, near-zero heads (preserving it) on easy ones.",
         "'not resolved': the 95% interval of the paired per-seed difference contains 0, or only one seed ran. "
-        "With a handful of targets a Spearman coefficient is descriptive only (with 3 points only ±1 and ±0.5 are possible).",
+        "With a handful of targets a Spearman coefficient is descriptive only (with 3 points only ±1 and ±0.5 are possible); "
+        "the permutation p-value is exact over all orderings of the targets (3 points: p >= 0.33).",
+        "Groups: one data set at one (n_train, k); 'all/<n_train>/<k>' pools the data sets at that setting.",
     ]
     return write_table(
         out / "table.md",
