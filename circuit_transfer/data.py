@@ -174,7 +174,14 @@ def _load_hub(dataset: str, code: str, split: str) -> list[Example]:
         ]
     hub_split = {"dev": "validation"}.get(split, split)
     rows = datasets.load_dataset("facebook/xnli", code, split=hub_split)
+    names = rows.features["label"].names
     return [
-        Example(id=f"{split}-{i}", text=r["premise"], text_pair=r["hypothesis"], label=r["label"], lang=code)
+        Example(
+            id=f"{split}-{i}",
+            text=r["premise"],
+            text_pair=r["hypothesis"],
+            label=XNLI_LABELS.index(names[r["label"]]),
+            lang=code,
+        )
         for i, r in enumerate(rows)
     ]

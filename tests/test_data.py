@@ -7,7 +7,9 @@ from collections import Counter
 import pytest
 
 from circuit_transfer.data import (
+    NUSAX_LABELS,
     NUSAX_LANGS,
+    XNLI_LABELS,
     XNLI_LANGS,
     DataSourceError,
     languages,
@@ -80,3 +82,50 @@ def test_missing_data_directory_says_all_three_ways(tmp_path):
 def test_data_directory_without_the_dataset_folder(tmp_path):
     with pytest.raises(DataSourceError, match=r"indonesian/train.csv does not exist"):
         load_split("nusax-senti", "ind", "train", tmp_path)
+
+
+def _hub_from_local_files(data_dir, calls):
+    """`datasets.load_dataset` as the hub would answer, built from the real local files.
+
+    Only the network is replaced: rows, ids and texts are the real ones, in the hub's schema
+    (ClassLabel labels in a different name order, "validation" split names)."""
+    import datasets
+
+    def load_dataset(repo, config, split):
+        calls.append((repo, config, split))
+        local_split = {"validation": "valid" if repo == "indonlp/NusaX-senti" else "dev"}.get(split, split)
+        if repo == "indonlp/NusaX-senti":
+            rows, names = (
+                load_split("nusax-senti", config, local_split, data_dir),
+                ["positive", "negative", "neutral"],
+            )
+            columns = {"id": [int(r.id) for r in rows], "text": [r.text for r in rows]}
+            original = NUSAX_LABELS
+        else:
+            rows, names = (
+                load_split("xnli", config, local_split, data_dir),
+                ["neutral", "entailment", "contradiction"],
+            )
+            columns = {"premise": [r.text for r in rows], "hypothesis": [r.text_pair for r in rows]}
+            original = XNLI_LABELS
+        columns["label"] = [names.index(original[r.label]) for r in rows]
+        features = {k: datasets.Value("int64" if k == "id" else "string") for k in columns if k != "label"}
+        features = datasets.Features({**features, "label": datasets.ClassLabel(names=names)})
+        return datasets.Dataset.from_dict(columns, features=features)
+
+    return load_dataset
+
+
+def test_hub_fallback_maps_splits_and_label_names(data_dir, monkeypatch, tmp_path):
+    import datasets
+
+    calls: list = []
+    monkeypatch.setattr(datasets, "load_dataset", _hub_from_local_files(data_dir, calls))
+    monkeypatch.delenv("CT_DATA_DIR", raising=False)
+    monkeypatch.setattr("circuit_transfer.data.default_data_dir", lambda: None)
+    for dataset, lang, split in [("nusax-senti", "jav", "valid"), ("xnli", "sw", "dev")]:
+        from_hub, local = load_split(dataset, lang, split), load_split(dataset, lang, split, data_dir)
+        assert [(r.id, r.text, r.text_pair, r.label) for r in from_hub] == [
+            (r.id, r.text, r.text_pair, r.label) for r in local
+        ]
+    assert calls == [("indonlp/NusaX-senti", "jav", "validation"), ("facebook/xnli", "sw", "validation")]
