@@ -62,6 +62,7 @@ def parse(argv):
     if not args.quick or args.model != "smollm2-135m":
         s["model"] = args.model if not args.quick else s["model"]
     s["estimator"] = args.estimator
+    s["stabilize"] = args.stabilize
     s["seed"] = (args.seeds or [0])[0]
     return args, s
 
@@ -94,7 +95,7 @@ def discover_all(out: Path, proxy: Path, s: dict, data_dir=None) -> dict:
         if missing:
             raise ValueError(f"{lang} valid lacks sentence ids {missing[:5]}: NusaX should be parallel.")
         scores[lang] = head_scores(
-            proxy, task, lang, s["discovery_per_class"], path, estimator=s["estimator"], max_len=s["max_len"],
+            proxy, task, lang, s["discovery_per_class"], path, estimator=s["estimator"], stabilize=s["stabilize"], max_len=s["max_len"],
             batch_size=s["batch_size"], data_dir=data_dir, model=model, examples=[rows[i] for i in ids],
         )  # fmt: skip
     return scores

@@ -220,6 +220,11 @@ def common_parser(description: str, *, model: str = "smollm2-135m") -> argparse.
         "--estimator", default="cdt", choices=("cdt", "attribution"), help="head relevance estimator"
     )
     p.add_argument(
+        "--stabilize",
+        action="store_true",
+        help="CD-T's sign-stable rule (keeps deep models' decompositions finite; see discover --stabilize)",
+    )
+    p.add_argument(
         "--proxy-epochs", type=int, default=None, help="epochs when the proxy must be trained here"
     )
     p.add_argument("--data-dir", default=None, help="data folder (default $CT_DATA_DIR)")
@@ -254,6 +259,7 @@ def head_scores(
     path: Path,
     *,
     estimator: str = "cdt",
+    stabilize: bool = False,
     max_len: int = 64,
     batch_size: int = 8,
     seed: int = 0,
@@ -273,13 +279,26 @@ def head_scores(
 
     path = Path(path)
     if path.exists():
-        return Circuit.load(path).scores
+        cached = Circuit.load(path).scores
+        if cached.estimator != estimator:
+            raise SystemExit(
+                f"{path} holds head scores from the {cached.estimator!r} estimator, not {estimator!r}: "
+                "give this run its own --out (and --work), or delete that file to rediscover."
+            )
+        return cached
     started = time.time()
     model = model if model is not None else load_model(str(proxy))
     if examples is None:
         examples = balanced_sample(discovery_pool(task, lang, data_dir), per_class, seed, task.n_labels)
     scores = head_relevance(
-        model, task, examples, "label-balanced", estimator=estimator, batch_size=batch_size, max_len=max_len
+        model,
+        task,
+        examples,
+        "label-balanced",
+        estimator=estimator,
+        batch_size=batch_size,
+        max_len=max_len,
+        stabilize=stabilize,
     )
     scores.extra["wall_time_s"] = time.time() - started
     scores.extra["example_ids"] = [getattr(ex, "id", None) for ex in examples]

@@ -73,6 +73,7 @@ def settings_from(args, defaults: dict[str, Any], quick: dict[str, Any]) -> dict
         if value is not None and not (n == "model" and args.quick and value == "smollm2-135m"):
             base[n] = value
     base["estimator"] = args.estimator
+    base["stabilize"] = args.stabilize
     return base
 
 
@@ -169,6 +170,7 @@ def circuit_for(out: Path, proxy: Path, task, cell: dict, s: dict, data_dir):
         s["discovery_per_class"],
         out / "circuits" / f"scores-{cell['proxy_lang']}.json",
         estimator=s["estimator"],
+        stabilize=s["stabilize"],
         max_len=s["max_len"],
         batch_size=s["batch_size"],
         data_dir=data_dir,
