@@ -55,18 +55,22 @@ def prepare_proxy(
     progress: bool = False,
     n_train: int | None = None,
     n_valid: int | None = None,
+    n_test: int | None = None,
 ) -> dict:
     """Train the proxy checkpoint and save it to `out`; returns its metadata (scores included).
 
-    `n_train` / `n_valid` take label-stratified subsets (seeded by `config.seed`) of the train and
-    valid splits, for when a CPU cannot afford the whole split (XNLI English: 1992 + 498 rows)."""
+    `n_train` / `n_valid` / `n_test` take fixed label-stratified subsets (seed 0) of the train, valid
+    and test splits, for when a CPU cannot afford the whole split (XNLI English: 1992 + 498 rows to
+    train on, 5010 test pairs); the test subset is the same rows as a sweep's `--n-test`."""
     started = time.time()
     train, valid = load_train_valid(task.name, lang, data_dir)
     train, valid = (
         stratified_cap(train, n_train, task.n_labels),
         stratified_cap(valid, n_valid, task.n_labels),
     )
-    test = load_split(task.name, lang, train_eval_splits(task.name)[2], data_dir)
+    test = stratified_cap(
+        load_split(task.name, lang, train_eval_splits(task.name)[2], data_dir), n_test, task.n_labels
+    )
     if model_spec == "tiny":
         texts = [ex.text for ex in train] + [ex.text_pair for ex in train if ex.text_pair]
         model = build_tiny_model(texts, extra_words=task.template_words())

@@ -41,3 +41,17 @@ def test_unknown_language_is_a_clear_error(capsys, tmp_path):
     err = capsys.readouterr().err
     assert "Unknown NusaX-Senti language 'klingon'" in err and "jav (javanese)" in err
     assert not (tmp_path / "p").exists()
+
+
+def test_prepare_proxy_caps_every_split_with_fixed_stratified_subsets(tmp_path, data_dir):
+    """--n-train/--n-valid/--n-test shrink the real XNLI splits to label-balanced subsets for a CPU run."""
+    from circuit_transfer.cli import main
+    from circuit_transfer.models import read_checkpoint_metadata
+
+    out = tmp_path / "proxy"
+    argv = ["prepare-proxy", "--task", "xnli", "--lang", "en", "--model", "tiny", "--epochs", "1"]
+    argv += ["--n-train", "30", "--n-valid", "12", "--n-test", "24", "--data-dir", str(data_dir)]
+    assert main([*argv, "--out", str(out)]) == 0
+    meta = read_checkpoint_metadata(out)
+    assert meta["splits"] == {"train": 30, "valid": 12, "test": 24}
+    assert meta["test"]["n"] == 24

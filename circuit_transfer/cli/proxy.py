@@ -30,6 +30,11 @@ def register(subparsers) -> None:
         "--n-train", type=int, help="train on a label-stratified subset of this size (default: all)"
     )
     p.add_argument("--n-valid", type=int, help="select the epoch on a subset of this size (default: all)")
+    p.add_argument(
+        "--n-test",
+        type=int,
+        help="report test scores on a fixed stratified subset of this size (default: all)",
+    )
     p.set_defaults(run=run_prepare_proxy)
 
     e = subparsers.add_parser(
@@ -68,6 +73,7 @@ def run_prepare_proxy(args: argparse.Namespace) -> int:
         progress=True,
         n_train=args.n_train,
         n_valid=args.n_valid,
+        n_test=args.n_test,
     )
     print(markdown_table(meta["training"]["curve"]))
     test = meta["test"]
