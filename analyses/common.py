@@ -269,27 +269,41 @@ def head_scores(
 ):
     """Relevance of every head of `proxy` on a label-balanced discovery set from `lang`'s valid split.
 
-    Cached as a circuit JSON (top-1 circuit carrying all scores) at `path`. The discovery set uses
-    the valid split, so it never overlaps the training subsets or the test sets. `examples`
-    overrides the sample (e.g. the same sentence ids in several languages).
+    Cached as a circuit JSON (top-1 circuit carrying all scores) at `path`, with the settings that
+    made it (the proxy's weight fingerprint, language, sample, estimator, max_len); a cached file made
+    with other settings is refused, never silently reused. The discovery set uses the valid split,
+    so it never overlaps the training subsets or the test sets. `examples` overrides the sample
+    (e.g. the same sentence ids in several languages).
     """
     from circuit_transfer.discovery import Circuit, head_relevance, select_top_k
-    from circuit_transfer.models import load_model
+    from circuit_transfer.models import checkpoint_fingerprint, load_model
     from circuit_transfer.tasks import balanced_sample
 
     path = Path(path)
+    if examples is None:
+        examples = balanced_sample(discovery_pool(task, lang, data_dir), per_class, seed, task.n_labels)
+    settings = {
+        "proxy_fingerprint": checkpoint_fingerprint(proxy),
+        "lang": lang,
+        "example_ids": [getattr(ex, "id", None) for ex in examples],
+        "estimator": estimator,
+        "stabilize": stabilize,
+        "max_len": max_len,
+    }
     if path.exists():
         cached = Circuit.load(path).scores
-        if cached.estimator != estimator:
+        made_with = {key: cached.extra.get(key) for key in settings}
+        made_with["estimator"] = cached.estimator
+        differ = sorted(key for key in settings if made_with[key] != settings[key])
+        if differ:
             raise SystemExit(
-                f"{path} holds head scores from the {cached.estimator!r} estimator, not {estimator!r}: "
+                f"{path} holds head scores made with other settings ({', '.join(differ)} differ: "
+                f"{ {key: made_with[key] for key in differ} } there, { {key: settings[key] for key in differ} } now): "
                 "give this run its own --out (and --work), or delete that file to rediscover."
             )
         return cached
     started = time.time()
     model = model if model is not None else load_model(str(proxy))
-    if examples is None:
-        examples = balanced_sample(discovery_pool(task, lang, data_dir), per_class, seed, task.n_labels)
     scores = head_relevance(
         model,
         task,
@@ -300,9 +314,7 @@ def head_scores(
         max_len=max_len,
         stabilize=stabilize,
     )
-    scores.extra["wall_time_s"] = time.time() - started
-    scores.extra["example_ids"] = [getattr(ex, "id", None) for ex in examples]
-    scores.extra["lang"] = lang
+    scores.extra.update(settings, wall_time_s=time.time() - started)
     select_top_k(scores, 1).save(path)
     print(f"[discovery] {lang}: {len(examples)} examples, {time.time() - started:.0f}s -> {path}", flush=True)
     return scores

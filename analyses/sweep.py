@@ -113,6 +113,7 @@ def plan(s: dict[str, Any]) -> list[dict[str, Any]]:
 def run_sweep(
     argv, *, name: str, task_name: str, defaults: dict, quick: dict, anchors: list[str], anchor=None
 ) -> dict:
+    from circuit_transfer.models import checkpoint_fingerprint
     from circuit_transfer.tasks import get_task
 
     args = build_parser(name, defaults, quick).parse_args(argv)
@@ -134,7 +135,8 @@ def run_sweep(
         proxies[lang] = ensure_proxy(
             path, task, lang, s["model"], s.get("proxy_epochs"), data_dir=args.data_dir
         )
-    manifest.note(proxies={k: str(v) for k, v in proxies.items()})
+    fingerprints = {lang: checkpoint_fingerprint(path) for lang, path in proxies.items()}
+    manifest.note(proxies={k: str(v) for k, v in proxies.items()}, proxy_fingerprints=fingerprints)
     for cell in plan(s):
         circuit = None
         if cell["method"] in K_METHODS:
@@ -142,13 +144,18 @@ def run_sweep(
         run_dir = cell_dir(
             work, **{k: cell[k] for k in ("proxy_lang", "target", "method", "k", "n_train", "seed")}
         )
-        proxy = proxies[cell["proxy_lang"]]
-        _, ran = run_cached(
+        proxy, fingerprint = proxies[cell["proxy_lang"]], fingerprints[cell["proxy_lang"]]
+        record, ran = run_cached(
             run_dir,
-            lambda d, c=cell, ci=circuit, p=proxy: one_run(
-                d, p, task, c, ci, s, args, before_cache(work, p, s)
+            lambda d, c=cell, ci=circuit, p=proxy, f=fingerprint: one_run(
+                d, p, f, task, c, ci, s, args, before_cache(work, p, f, s)
             ),
         )
+        if record.get("proxy_fingerprint", fingerprint) != fingerprint:
+            raise SystemExit(
+                f"{run_dir} was run from another checkpoint than {proxy} (weights fingerprint "
+                f"{record['proxy_fingerprint']}, now {fingerprint}): give this sweep its own --work and --out."
+            )
         manifest.count(ran)
         print(f"[{name}] {'ran ' if ran else 'skip'} {run_dir.relative_to(work)}", flush=True)
         collect(work, out)
@@ -178,7 +185,9 @@ def circuit_for(out: Path, proxy: Path, task, cell: dict, s: dict, data_dir):
     return select_top_k(scores, k_heads(cell["k"], scores.n_layers * scores.n_heads))
 
 
-def one_run(run_dir: Path, proxy: Path, task, cell: dict, circuit, s: dict, args, known: Path) -> dict:
+def one_run(
+    run_dir: Path, proxy: Path, fingerprint: str, task, cell: dict, circuit, s: dict, args, known: Path
+) -> dict:
     from circuit_transfer.train import TrainConfig
     from circuit_transfer.transfer import TRANSFER_TRAIN, TransferSpec, transfer
 
@@ -201,17 +210,18 @@ def one_run(run_dir: Path, proxy: Path, task, cell: dict, circuit, s: dict, args
     record = transfer(proxy, spec, circuit, out=run_dir, task=task, data_dir=args.data_dir, before=before)
     atomic_write_json(known, {**read_json(known), **record["before"]} if known.exists() else record["before"])
     record["k_fraction"] = cell["k"]
+    record["proxy_fingerprint"] = fingerprint
     record["sweep_wall_time_s"] = time.time() - started
     atomic_write_json(run_dir / "result.json", record)
     return record
 
 
-def before_cache(work: Path, proxy: Path, s: dict) -> Path:
+def before_cache(work: Path, proxy: Path, fingerprint: str, s: dict) -> Path:
     """Where the unchanged proxy's test scores are kept, by language, so each is measured once per sweep.
 
-    Keyed by the proxy folder and the settings that change them (test size, max_len); it lives in
-    the work folder, beside the runs."""
-    return work / "before" / f"{Path(proxy).name}-n{s['n_test']}-len{s['max_len']}.json"
+    Keyed by the proxy folder, its weights fingerprint and the settings that change them (test size,
+    max_len); it lives in the work folder, beside the runs."""
+    return work / "before" / f"{Path(proxy).name}-{fingerprint}-n{s['n_test']}-len{s['max_len']}.json"
 
 
 def collect(work: Path, out: Path) -> list[dict]:

@@ -11,6 +11,7 @@ Every model comes back as an unprocessed `HookedTransformer` (no LayerNorm foldi
 
 from circuit_transfer.models.checkpoint import (
     CheckpointError,
+    checkpoint_fingerprint,
     load_checkpoint,
     read_checkpoint_metadata,
     save_checkpoint,
@@ -27,6 +28,7 @@ __all__ = [
     "TinyModelSpec",
     "attach_tokenizer",
     "build_tiny_model",
+    "checkpoint_fingerprint",
     "hooked_from_hf",
     "load_checkpoint",
     "load_model",

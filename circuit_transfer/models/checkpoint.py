@@ -13,6 +13,7 @@ so a reader sees either a complete checkpoint or none.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -142,6 +143,21 @@ def _check_complete(path: Path) -> dict[str, Any]:
             f"this code reads version {FORMAT_VERSION}; {_FIX}"
         )
     return marker
+
+
+def checkpoint_fingerprint(path: str | os.PathLike) -> str:
+    """A short hash of a checkpoint's weights (first 16 hex digits of their SHA-256).
+
+    Two checkpoints with the same fingerprint hold the same parameters, so results cached for one
+    (head scores, 'before' accuracies) hold for the other; a proxy retrained into the same folder
+    gets a new fingerprint, and caches keyed by it are not reused by mistake."""
+    path = Path(path)
+    _check_complete(path)
+    digest = hashlib.sha256()
+    with open(path / WEIGHTS, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:

@@ -26,16 +26,6 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="session")
-def tiny_proxy(tmp_path_factory, data_dir) -> Path:
-    from circuit_transfer.proxy import prepare_proxy
-    from circuit_transfer.tasks import get_task
-
-    out = tmp_path_factory.mktemp("proxy") / "tiny-ind"
-    prepare_proxy(get_task("nusax-senti"), "ind", "tiny", out, data_dir=data_dir)
-    return out
-
-
-@pytest.fixture(scope="session")
 def nusax_results(tmp_path_factory, tiny_proxy) -> Path:
     out = tmp_path_factory.mktemp("nusax_transfer")
     nusax_transfer.main(
