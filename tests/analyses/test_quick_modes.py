@@ -53,6 +53,11 @@ def _check_sweep(module, out: Path, argv: list[str]) -> None:
     assert summary["retention_langs"], "a retention language must be evaluated"
     assert len(read_json(out / "records.json")) == summary["n_runs"] == len(_mtimes(out))
     assert "n=1, no CI" in table
+    versus_full = next(c for c in summary["contrasts"] if c["other"] == "full")
+    assert versus_full["difference"]["mean"] == pytest.approx(
+        ct["target_accuracy"]["mean"] - full["target_accuracy"]["mean"]
+    )
+    assert "CT-SFT against each other method (paired per seed)" in table
 
     # the table is a function of the JSON alone
     (out / "table.md").unlink()
