@@ -40,8 +40,10 @@ from circuit_transfer.io import atomic_write_json, read_json  # noqa: E402
 
 NAME = "circuits_across_languages"
 FULL = dict(model="smollm2-135m", proxy_lang="ind", langs=["ind", "jav", "sun", "bug", "eng", "min"], k=0.05,
-            discovery_per_class=10, max_len=64, batch_size=8)  # fmt: skip
-QUICK = dict(model="tiny", proxy_lang="ind", langs=["ind", "jav", "eng"], k=0.25, discovery_per_class=4)
+            discovery_per_class=10, max_len=64, batch_size=8, resamples=[1, 2])  # fmt: skip
+QUICK = dict(
+    model="tiny", proxy_lang="ind", langs=["ind", "jav", "eng"], k=0.25, discovery_per_class=4, resamples=[1]
+)
 
 
 def parse(argv):
@@ -52,11 +54,19 @@ def parse(argv):
     p.add_argument("--langs", nargs="+", default=None, help=f"discovery languages (full: {FULL['langs']})")
     p.add_argument("--k", type=float, default=None, help="head fraction (<1) or count for the head sets")
     p.add_argument("--transfer", type=Path, default=None, help="experiment 1 results folder to join")
+    p.add_argument(
+        "--resamples",
+        type=int,
+        nargs="*",
+        default=None,
+        help="seeds of other discovery samples in the proxy language, disjoint from the main one: the "
+        f"within-language baseline for the similarities (full: {FULL['resamples']}; none: no baseline)",
+    )
     args = p.parse_args(argv)
     s = dict(FULL)
     if args.quick:
         s.update(QUICK)
-    for name in ("proxy_lang", "langs", "k", "discovery_per_class", "max_len", "batch_size"):
+    for name in ("proxy_lang", "langs", "k", "discovery_per_class", "max_len", "batch_size", "resamples"):
         if getattr(args, name) is not None:
             s[name] = getattr(args, name)
     if not args.quick or args.model != "smollm2-135m":
@@ -99,6 +109,40 @@ def discover_all(out: Path, proxy: Path, s: dict, data_dir=None) -> dict:
             batch_size=s["batch_size"], data_dir=data_dir, model=model, examples=[rows[i] for i in ids],
         )  # fmt: skip
     return scores
+
+
+def discover_resamples(out: Path, proxy: Path, s: dict, main_ids: list, data_dir=None) -> dict:
+    """Head scores in the proxy language on other label-balanced samples, disjoint from the main one.
+
+    Two discovery sets in the *same* language measure how much a circuit moves from sampling alone: a
+    cross-language similarity is only evidence of a different circuit where it falls below this."""
+    from circuit_transfer.proxy import task_of_checkpoint
+    from circuit_transfer.tasks import balanced_sample
+
+    task = task_of_checkpoint(proxy)
+    pool = [ex for ex in discovery_pool(task, s["proxy_lang"], data_dir) if ex.id not in set(main_ids)]
+    scores = {}
+    for seed in s["resamples"]:
+        examples = balanced_sample(pool, s["discovery_per_class"], seed, task.n_labels)
+        path = out / "scores" / f"{s['proxy_lang']}-resample{seed}.json"
+        scores[seed] = head_scores(
+            proxy, task, s["proxy_lang"], s["discovery_per_class"], path, estimator=s["estimator"], stabilize=s["stabilize"],
+            max_len=s["max_len"], batch_size=s["batch_size"], data_dir=data_dir, examples=examples,
+        )  # fmt: skip
+    return scores
+
+
+def within_language(main, resamples: dict, k: int) -> list[dict]:
+    """Jaccard / overlap@k / Spearman between the main proxy-language scores and each resample's."""
+    from circuit_transfer.discovery import compare
+
+    rows = []
+    for seed, sc in resamples.items():
+        c = compare(main, sc, k=k)
+        rows.append(
+            {"seed": seed, "jaccard": c.jaccard, "overlap_at_k": c.overlap_at_k, "spearman": c.spearman}
+        )
+    return rows
 
 
 def compare_all(scores: dict, k: float) -> dict:
@@ -193,6 +237,13 @@ def render(out: Path, data: dict) -> str:
          "permutation p": "-" if c["p_value"] is None else f"{c['p_value']:.2f}"}
         for c in data.get("join_correlations", [])
     ]  # fmt: skip
+    within = data.get("within_language", [])
+    within_rows = [
+        {"pair": f"{data['langs'][0]} sample 0 vs {data['langs'][0]} sample {w['seed']} (disjoint sentences)",
+         "jaccard": f"{w['jaccard']:.2f}", "overlap@k": f"{w['overlap_at_k']:.2f}",
+         "spearman": "-" if w["spearman"] is None else f"{w['spearman']:.2f}"}
+        for w in within
+    ]  # fmt: skip
     notes = [
         f"Head sets: top {data['k']} heads by relevance ({data['estimator']} estimator, {data['n_examples']} "
         f"discovery sentences per language, the same sentence ids in every language).",
@@ -200,9 +251,16 @@ def render(out: Path, data: dict) -> str:
         "Similarity predicts transfer? Spearman across targets of similarity to the proxy-language circuit and "
         "CT-SFT's gain over zero-shot, with an exact two-sided permutation p-value (needs >= 3 targets; "
         "3 targets cannot give p < 0.33).",
+        "Within-language baseline: the same language and estimator on other, disjoint discovery sentences. A "
+        "cross-language similarity at or above it is within discovery's sampling noise; only one clearly below "
+        "it says the circuit differs.",
     ]
     sections = [("Jaccard of top-k head sets", matrix("jaccard"), ["", *langs]),
                 ("Spearman of head scores", matrix("spearman"), ["", *langs])]  # fmt: skip
+    if within_rows:
+        sections.append(
+            ("Within-language baseline (sampling noise of discovery)", within_rows, list(within_rows[0]))
+        )
     if join_rows:
         sections.append(
             (
@@ -237,6 +295,13 @@ def main(argv: list[str] | None = None) -> dict:
     )
     scores = discover_all(out, proxy, s, args.data_dir)
     data = compare_all(scores, s["k"])
+    main_ids = scores[s["proxy_lang"]].extra["example_ids"] if s["proxy_lang"] in scores else []
+    resamples = (
+        discover_resamples(out, proxy, s, main_ids, args.data_dir) if s["resamples"] and main_ids else {}
+    )
+    data["within_language"] = (
+        within_language(scores[s["proxy_lang"]], resamples, data["k"]) if resamples else []
+    )
     data.update(proxy=str(proxy), estimator=s["estimator"], n_examples=3 * s["discovery_per_class"])
     transfer_dir = args.transfer or out.parent / "nusax_transfer"
     data["join"] = join_transfer(data, transfer_dir, s["proxy_lang"])

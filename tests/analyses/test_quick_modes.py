@@ -126,6 +126,13 @@ def test_circuits_across_languages_quick(tiny_proxy, nusax_results, tmp_path):
     diag = [p for p in data["pairs"] if p["a"] == p["b"]]
     assert all(p["jaccard"] == 1.0 for p in diag)
     assert data["join"], "experiment 1's ct-sft runs should be joined"
+    main_ids = set(read_json(tmp_path / "scores" / "ind.json")["scores"]["extra"]["example_ids"])
+    resample_ids = set(
+        read_json(tmp_path / "scores" / "ind-resample1.json")["scores"]["extra"]["example_ids"]
+    )
+    assert resample_ids and not main_ids & resample_ids, "the within-language baseline uses other sentences"
+    [within] = data["within_language"]
+    assert 0.0 <= within["jaccard"] <= 1.0 and within["seed"] == 1
     table = (tmp_path / "table.md").read_text()
     mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "scores").glob("*.json")}
     circuits_across_languages.main(argv)  # cached scores: no rediscovery
