@@ -120,7 +120,8 @@ def discover_resamples(out: Path, proxy: Path, s: dict, main_ids: list, data_dir
     from circuit_transfer.tasks import balanced_sample
 
     task = task_of_checkpoint(proxy)
-    pool = [ex for ex in discovery_pool(task, s["proxy_lang"], data_dir) if ex.id not in set(main_ids)]
+    taken = set(main_ids)
+    pool = [ex for ex in discovery_pool(task, s["proxy_lang"], data_dir) if ex.id not in taken]
     scores = {}
     for seed in s["resamples"]:
         examples = balanced_sample(pool, s["discovery_per_class"], seed, task.n_labels)
@@ -132,16 +133,15 @@ def discover_resamples(out: Path, proxy: Path, s: dict, main_ids: list, data_dir
     return scores
 
 
-def within_language(main, resamples: dict, k: int) -> list[dict]:
+def within_language(main, resamples: dict, k: int, lang: str) -> list[dict]:
     """Jaccard / overlap@k / Spearman between the main proxy-language scores and each resample's."""
     from circuit_transfer.discovery import compare
 
     rows = []
     for seed, sc in resamples.items():
         c = compare(main, sc, k=k)
-        rows.append(
-            {"seed": seed, "jaccard": c.jaccard, "overlap_at_k": c.overlap_at_k, "spearman": c.spearman}
-        )
+        rows.append({"lang": lang, "seed": seed, "jaccard": c.jaccard, "overlap_at_k": c.overlap_at_k,
+                     "spearman": c.spearman})  # fmt: skip
     return rows
 
 
@@ -239,7 +239,7 @@ def render(out: Path, data: dict) -> str:
     ]  # fmt: skip
     within = data.get("within_language", [])
     within_rows = [
-        {"pair": f"{data['langs'][0]} sample 0 vs {data['langs'][0]} sample {w['seed']} (disjoint sentences)",
+        {"pair": f"{w['lang']} sample 0 vs {w['lang']} sample {w['seed']} (disjoint sentences)",
          "jaccard": f"{w['jaccard']:.2f}", "overlap@k": f"{w['overlap_at_k']:.2f}",
          "spearman": "-" if w["spearman"] is None else f"{w['spearman']:.2f}"}
         for w in within
@@ -295,13 +295,11 @@ def main(argv: list[str] | None = None) -> dict:
     )
     scores = discover_all(out, proxy, s, args.data_dir)
     data = compare_all(scores, s["k"])
-    main_ids = scores[s["proxy_lang"]].extra["example_ids"] if s["proxy_lang"] in scores else []
-    resamples = (
-        discover_resamples(out, proxy, s, main_ids, args.data_dir) if s["resamples"] and main_ids else {}
-    )
-    data["within_language"] = (
-        within_language(scores[s["proxy_lang"]], resamples, data["k"]) if resamples else []
-    )
+    data["within_language"] = []
+    if s["resamples"] and s["proxy_lang"] in scores:
+        main_scores = scores[s["proxy_lang"]]
+        resamples = discover_resamples(out, proxy, s, main_scores.extra["example_ids"], args.data_dir)
+        data["within_language"] = within_language(main_scores, resamples, data["k"], s["proxy_lang"])
     data.update(proxy=str(proxy), estimator=s["estimator"], n_examples=3 * s["discovery_per_class"])
     transfer_dir = args.transfer or out.parent / "nusax_transfer"
     data["join"] = join_transfer(data, transfer_dir, s["proxy_lang"])

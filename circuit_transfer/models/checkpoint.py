@@ -150,14 +150,23 @@ def checkpoint_fingerprint(path: str | os.PathLike) -> str:
 
     Two checkpoints with the same fingerprint hold the same parameters, so results cached for one
     (head scores, 'before' accuracies) hold for the other; a proxy retrained into the same folder
-    gets a new fingerprint, and caches keyed by it are not reused by mistake."""
+    gets a new fingerprint, and caches keyed by it are not reused by mistake. Hashing a 540 MB file
+    takes seconds, so the result is remembered per weights file (path, size, modification time)."""
     path = Path(path)
     _check_complete(path)
-    digest = hashlib.sha256()
-    with open(path / WEIGHTS, "rb") as f:
-        for block in iter(lambda: f.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
+    weights = (path / WEIGHTS).resolve()
+    stat = weights.stat()
+    key = (str(weights), stat.st_size, stat.st_mtime_ns)
+    if key not in _FINGERPRINTS:
+        digest = hashlib.sha256()
+        with open(weights, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+        _FINGERPRINTS[key] = digest.hexdigest()[:16]
+    return _FINGERPRINTS[key]
+
+
+_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
 
 
 def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
