@@ -4,11 +4,11 @@ Weights are converted with TransformerLens's own `convert_*_weights` and loaded 
 no LayerNorm folding, no centring, no value-bias folding, so norm weights stay real, trainable
 parameters and logits equal the Hugging Face model's.
 
-The config: Llama-architecture models (SmolLM2 among them) are mapped by hand
-(`llama_hooked_config`); every other architecture goes through TransformerLens's
-`get_pretrained_model_config`, fed a copy of the HF config in a neutral temporary directory
-(TransformerLens 3.9 picks some architectures from the *path* string, e.g. any path containing
-"llama" or "gemma", so the user's own path is never passed to it).
+The config: the families TransformerLens 3.9 only knows by checkpoint name (Gemma 1/2/3, OLMo 1/2),
+Llama and Phi are read from the HF config by `hf_configs`; every other architecture goes through
+TransformerLens's `get_pretrained_model_config`, fed a copy of the HF config in a neutral
+temporary directory (TransformerLens picks some architectures from the *path* string, e.g. any
+path containing "llama" or "gemma", so the user's own path is never passed to it).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.loading_from_pretrained import get_pretrained_model_config, get_pretrained_state_dict
-from transformer_lens.pretrained.weight_conversions import convert_llama_weights
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -31,11 +30,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from circuit_transfer.models.hf_configs import MAX_ROTARY_CTX, NAME_BASED
 from circuit_transfer.models.tokenizer import attach_tokenizer
-
-# The causal mask is an n_ctx x n_ctx buffer per layer (SmolLM2 declares 8192: 2 GiB of masks).
-# Rotary models have no positional weights, so their context is capped here; raise it if needed.
-MAX_ROTARY_CTX = 2048
 
 HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 HF_WEIGHT_FILES = (
@@ -54,58 +50,6 @@ def is_hf_dir(path: str | os.PathLike) -> bool:
     return any((path / name).is_file() for name in HF_WEIGHT_FILES) or any(path.glob("*.safetensors"))
 
 
-def _rope_theta(hf_config: PretrainedConfig) -> float:
-    theta = getattr(hf_config, "rope_theta", None)
-    params = getattr(hf_config, "rope_parameters", None) or {}
-    return float(theta if theta is not None else params.get("rope_theta", 10000.0))
-
-
-def _rope_type(hf_config: PretrainedConfig) -> str:
-    scaling = getattr(hf_config, "rope_scaling", None) or getattr(hf_config, "rope_parameters", None) or {}
-    return scaling.get("rope_type") or scaling.get("type") or "default"
-
-
-def llama_hooked_config(
-    hf_config: PretrainedConfig,
-    model_name: str,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> HookedTransformerConfig:
-    """A HookedTransformerConfig for a LlamaForCausalLM config: RMSNorm, rotary, SwiGLU, GQA."""
-    if getattr(hf_config, "attention_bias", False) or getattr(hf_config, "mlp_bias", False):
-        raise NotImplementedError("Llama models with attention or MLP biases are not supported")
-    if _rope_type(hf_config) != "default":
-        raise NotImplementedError(f"Llama rope scaling {_rope_type(hf_config)!r} is not supported")
-    n_heads = hf_config.num_attention_heads
-    d_head = getattr(hf_config, "head_dim", None) or hf_config.hidden_size // n_heads
-    n_kv = getattr(hf_config, "num_key_value_heads", None) or n_heads
-    return HookedTransformerConfig(
-        model_name=model_name,
-        original_architecture="LlamaForCausalLM",
-        d_model=hf_config.hidden_size,
-        d_head=d_head,
-        n_heads=n_heads,
-        n_key_value_heads=n_kv if n_kv != n_heads else None,  # TL uses GQA iff this is set
-        d_mlp=hf_config.intermediate_size,
-        n_layers=hf_config.num_hidden_layers,
-        n_ctx=min(hf_config.max_position_embeddings, MAX_ROTARY_CTX),
-        d_vocab=hf_config.vocab_size,
-        act_fn=hf_config.hidden_act,
-        eps=hf_config.rms_norm_eps,
-        normalization_type="RMS",
-        final_rms=True,
-        positional_embedding_type="rotary",
-        rotary_dim=d_head,
-        rotary_base=_rope_theta(hf_config),
-        rotary_adjacent_pairs=False,
-        gated_mlp=True,
-        tie_word_embeddings=bool(getattr(hf_config, "tie_word_embeddings", False)),
-        init_weights=False,
-        device=None if device is None else str(device),
-        dtype=dtype,
-    )
-
-
 def hooked_config_from_hf(
     hf_config: PretrainedConfig,
     model_name: str,
@@ -122,12 +66,18 @@ def hooked_config_from_hf(
     architecture = architecture or (hf_config.architectures or [None])[0]
     if architecture is None:
         raise ValueError("the HF config names no architecture; pass `architecture`")
-    if architecture == "LlamaForCausalLM":
-        return llama_hooked_config(hf_config, model_name, device=device, dtype=dtype)
+    if architecture in NAME_BASED:
+        return HookedTransformerConfig(
+            model_name=model_name,
+            original_architecture=architecture,
+            init_weights=False,
+            device=None if device is None else str(device),
+            dtype=dtype,
+            **NAME_BASED[architecture](hf_config),
+        )
     hf_config = copy.deepcopy(hf_config)
     hf_config.architectures = [architecture]
-    if architecture == "GPT2LMHeadModel" and not hasattr(hf_config, "n_ctx"):
-        hf_config.n_ctx = hf_config.n_positions  # TL 3.9 reads n_ctx, which transformers 5 dropped
+    _restore_fields_tl_reads(hf_config)
     with tempfile.TemporaryDirectory(prefix="ct-hf-config-") as tmp:
         hf_config.save_pretrained(tmp)
         cfg = get_pretrained_model_config(
@@ -140,9 +90,13 @@ def hooked_config_from_hf(
     return cfg
 
 
+def _restore_fields_tl_reads(hf_config: PretrainedConfig) -> None:
+    """Put back the config attributes TransformerLens 3.9 reads and transformers 5 moved."""
+    if type(hf_config).__name__ == "GPT2Config" and not hasattr(hf_config, "n_ctx"):
+        hf_config.n_ctx = hf_config.n_positions
+
+
 def _convert_state_dict(hf_model: PreTrainedModel, cfg: HookedTransformerConfig) -> dict[str, torch.Tensor]:
-    if cfg.original_architecture == "LlamaForCausalLM":
-        return convert_llama_weights(hf_model, cfg)
     with tempfile.TemporaryDirectory(prefix="ct-hf-model-") as tmp:  # a neutral "name"
         return get_pretrained_state_dict(tmp, cfg, hf_model=hf_model, dtype=cfg.dtype)
 
