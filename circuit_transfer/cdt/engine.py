@@ -16,12 +16,13 @@ from typing import cast
 import einops
 import torch
 from jaxtyping import Bool, Float, Int
-from torch import Tensor, nn
+from torch import Tensor
 from transformer_lens import HookedTransformer, utils
 
 from circuit_transfer.cdt import rules as R
 from circuit_transfer.cdt.result import DecompositionResult, Head
 from circuit_transfer.cdt.support import check_supported
+from circuit_transfer.models.access import MLP, ModelAccess, Norm, model_access
 
 RECORDABLE = (
     "hook_resid_pre",
@@ -137,44 +138,50 @@ class _Propagator:
 
     def __init__(
         self,
-        model: HookedTransformer,
+        access: ModelAccess,
         cache: dict[str, Tensor],
         rules: R.Rules,
-        attention_mask: Int[Tensor, "batch pos"] | None,
-        score_mask: Bool[Tensor, "batch query key"],
+        position_ids: Int[Tensor, "batch pos"],
+        score_mask: Bool[Tensor, "mask_batch query key"],
         record: Callable[[str, Tensor], None],
     ):
-        self.model = model
-        self.cfg = model.cfg
+        self.access = access
         self.cache = cache
         self.rules = rules
-        self.attention_mask = attention_mask
+        self.position_ids = position_ids
         self.score_mask = score_mask
         self.record = record
 
     def _c(self, name: str) -> Tensor | None:
         return self.cache.get(name)
 
+    def _norm(self, n: Norm, beta: Float[Tensor, "src batch pos d"]) -> Float[Tensor, "src batch pos d"]:
+        """The norm rule with this norm's clean scale and normalised input from the cache."""
+        if n.kind == "none":
+            return beta
+        return R.norm(
+            n, beta, self._c(f"{n.hook}.hook_scale"), self._c(f"{n.hook}.hook_normalized"), self.rules
+        )
+
     def from_source(
         self, layer: int, src_heads: list[int], beta_z: Float[Tensor, "src batch pos d_head"]
     ) -> Float[Tensor, "src batch pos d_model"]:
         """Relevant part of the last `hook_resid_post` when source head `src_heads[i]` of `layer` is row i."""
+        blk = self.access.blocks[layer]
         name = f"blocks.{layer}.attn.hook_z"
-        z = beta_z.new_zeros(*beta_z.shape[:3], self.cfg.n_heads, beta_z.shape[-1])
+        z = beta_z.new_zeros(*beta_z.shape[:3], self.access.n_heads, beta_z.shape[-1])
         z[torch.arange(len(src_heads)), :, :, src_heads] = beta_z
         self.record(name, z)
-        W_O = self.model.blocks[layer].attn.W_O[src_heads]
+        W_O = blk.attn.W_O[src_heads]
         w_beta = einops.einsum(
             beta_z, W_O, "src batch pos d_head, src d_head d_model -> src batch pos d_model"
         )
         resid = self.attention_output(layer, w_beta)
         # The source layer's MLP reads resid_pre (irrelevant) in parallel blocks: its beta is 0.
         resid = (
-            self.post(layer, resid)
-            if self.cfg.attn_only or self.cfg.parallel_attn_mlp
-            else self.after_attention(layer, resid)
+            self.post(layer, resid) if blk.mlp is None or blk.parallel else self.after_attention(layer, resid)
         )
-        for later in range(layer + 1, self.cfg.n_layers):
+        for later in range(layer + 1, self.access.n_layers):
             resid = self.block(later, resid)
         return resid
 
@@ -182,16 +189,12 @@ class _Propagator:
         self, layer: int, resid_pre: Float[Tensor, "src batch pos d_model"]
     ) -> Float[Tensor, "src batch pos d_model"]:
         """Relevant part of `blocks.{layer}.hook_resid_post` from that of its `hook_resid_pre`."""
-        blk = self.model.blocks[layer]
-        p = f"blocks.{layer}."
-        self.record(p + "hook_resid_pre", resid_pre)
-        attn_in = R.norm(
-            blk.ln1, resid_pre, self._c(p + "ln1.hook_scale"), self._c(p + "ln1.hook_normalized"), self.rules
-        )
-        attn_out = self.attention(layer, attn_in)
-        if self.cfg.attn_only:
+        blk = self.access.blocks[layer]
+        self.record(f"blocks.{layer}.hook_resid_pre", resid_pre)
+        attn_out = self.attention(layer, self._norm(blk.ln1, resid_pre))
+        if blk.mlp is None:
             return self.post(layer, resid_pre + attn_out)
-        if self.cfg.parallel_attn_mlp:
+        if blk.parallel:
             return self.post(layer, resid_pre + attn_out + self.mlp(layer, resid_pre))
         return self.after_attention(layer, resid_pre + attn_out)
 
@@ -213,43 +216,36 @@ class _Propagator:
         self, layer: int, x: Float[Tensor, "src batch pos d_model"]
     ) -> Float[Tensor, "src batch pos d_model"]:
         """Attention rule: Q/K/V by the linear rule, rotary on the parts, relevant or frozen pattern."""
-        attn = self.model.blocks[layer].attn
+        attn = self.access.blocks[layer].attn
         p = f"blocks.{layer}.attn."
         q_full, k_full, v_full = (cast(Tensor, self._c(p + n)) for n in ("hook_q", "hook_k", "hook_v"))
-        grouped = k_full.shape[-2] != self.cfg.n_heads
-        W_K, b_K, W_V, b_V = (
-            (attn._W_K, attn._b_K, attn._W_V, attn._b_V)
-            if grouped
-            else (attn.W_K, attn.b_K, attn.W_V, attn.b_V)
-        )
-        v = self._project(x, W_V, b_V, v_full)
+        v = self._project(x, attn.W_V, attn.b_V, v_full)
         self.record(p + "hook_v", v)
         if self.rules.attention == "decomposed":
             q = self._project(x, attn.W_Q, attn.b_Q, q_full)
-            k = self._project(x, W_K, b_K, k_full)
+            k = self._project(x, attn.W_K, attn.b_K, k_full)
             self.record(p + "hook_q", q)
             self.record(p + "hook_k", k)
-            if self.cfg.positional_embedding_type == "rotary":
-                q, k = self._rotate(attn, q), self._rotate(attn, k)
+            if attn.rotary is not None:
+                q = R.rotate(q, attn.rotary, self.position_ids)
+                k = R.rotate(k, attn.rotary, self.position_ids)
                 self.record(p + "hook_rot_q", q)
                 self.record(p + "hook_rot_k", k)
-            if grouped:
+            if attn.repeat > 1:
                 k = einops.repeat(
-                    k,
-                    "src batch pos kv d_head -> src batch pos (kv group) d_head",
-                    group=attn.repeat_kv_heads,
+                    k, "src batch pos kv d_head -> src batch pos (kv group) d_head", group=attn.repeat
                 )
             scores = einops.einsum(
                 q, k, "src batch query head d_head, src batch key head d_head -> src batch head query key"
             )
             mask = einops.rearrange(self.score_mask, "batch query key -> batch 1 query key")
-            pattern = R.masked_softmax(scores / attn.attn_scale, mask)
+            pattern = R.masked_softmax(scores / attn.scale, mask)
             self.record(p + "hook_pattern", pattern)
         else:
             pattern = cast(Tensor, self._c(p + "hook_pattern"))
-        if grouped:
+        if attn.repeat > 1:
             v = einops.repeat(
-                v, "src batch pos kv d_head -> src batch pos (kv group) d_head", group=attn.repeat_kv_heads
+                v, "src batch pos kv d_head -> src batch pos (kv group) d_head", group=attn.repeat
             )
         pattern_axes = "src batch head query key" if pattern.ndim == 5 else "batch head query key"
         z = einops.einsum(
@@ -267,9 +263,9 @@ class _Propagator:
         self, layer: int, w_beta: Float[Tensor, "src batch pos d_model"]
     ) -> Float[Tensor, "src batch pos d_model"]:
         """Linear rule for `W_O` (summed over heads) with the shared `b_O`."""
-        attn = self.model.blocks[layer].attn
+        b_O = self.access.blocks[layer].attn.b_O
         full = cast(Tensor, self._c(f"blocks.{layer}.hook_attn_out"))
-        out = R.linear(w_beta, full - attn.b_O, R.nonzero(attn.b_O), self.rules)
+        out = R.linear(w_beta, _minus(full, b_O), b_O, self.rules)
         self.record(f"blocks.{layer}.hook_attn_out", out)
         return out
 
@@ -277,37 +273,27 @@ class _Propagator:
         self,
         x: Float[Tensor, "src batch pos d_model"],
         W: Float[Tensor, "head d_model d_head"],
-        b: Float[Tensor, "head d_head"],
+        b: Float[Tensor, "head d_head"] | None,
         full: Float[Tensor, "batch pos head d_head"],
     ) -> Float[Tensor, "src batch pos head d_head"]:
         w_beta = einops.einsum(
             x, W, "src batch pos d_model, head d_model d_head -> src batch pos head d_head"
         )
-        return R.linear(w_beta, full - b, R.nonzero(b), self.rules)
-
-    def _rotate(
-        self, attn: nn.Module, x: Float[Tensor, "src batch pos head d_head"]
-    ) -> Float[Tensor, "src batch pos head d_head"]:
-        """Rotary is linear per position: apply the model's own rotation to the relevant part."""
-        n_src = x.shape[0]
-        flat = einops.rearrange(x, "src batch pos head d_head -> batch pos (src head) d_head")
-        rotated = attn.apply_rotary(flat, 0, self.attention_mask)
-        return einops.rearrange(
-            rotated, "batch pos (src head) d_head -> src batch pos head d_head", src=n_src
-        )
+        return R.linear(w_beta, _minus(full, b), b, self.rules)
 
     def mlp(
         self, layer: int, resid: Float[Tensor, "src batch pos d_model"]
     ) -> Float[Tensor, "src batch pos d_model"]:
         """ln2 then the MLP: linear rule for W_in/W_out, linearize (or the gated rule) for f."""
-        blk = self.model.blocks[layer]
-        mlp = blk.mlp
+        blk = self.access.blocks[layer]
+        mlp = cast(MLP, blk.mlp)
         p = f"blocks.{layer}."
         c = self._c
-        x = R.norm(blk.ln2, resid, c(p + "ln2.hook_scale"), c(p + "ln2.hook_normalized"), self.rules)
+        x = self._norm(cast(Norm, blk.ln2), resid)
         pre_full = cast(Tensor, c(p + "mlp.hook_pre"))
-        if self.cfg.gated_mlp:
-            gate = einops.einsum(x, mlp.W_gate, "src batch pos d_model, d_model d_mlp -> src batch pos d_mlp")
+        if mlp.gated:
+            W_gate = cast(Tensor, mlp.W_gate)
+            gate = einops.einsum(x, W_gate, "src batch pos d_model, d_model d_mlp -> src batch pos d_mlp")
             up = einops.einsum(x, mlp.W_in, "src batch pos d_model, d_model d_mlp -> src batch pos d_mlp")
             self.record(p + "mlp.hook_pre", gate)
             self.record(p + "mlp.hook_pre_linear", up)
@@ -315,25 +301,26 @@ class _Propagator:
             # f(g) * u recomputed (not hook_post - b_in), so a zero beta stays exactly zero
             product = mlp.act_fn(pre_full) * up_full
             beta_product = R.gated_product(mlp.act_fn, gate, up, pre_full, up_full, product)
-            post = R.linear(beta_product, product, R.nonzero(mlp.b_in), self.rules)
+            post = R.linear(beta_product, product, mlp.b_post, self.rules)
         else:
             w_pre = einops.einsum(x, mlp.W_in, "src batch pos d_model, d_model d_mlp -> src batch pos d_mlp")
-            pre = R.linear(w_pre, pre_full - mlp.b_in, R.nonzero(mlp.b_in), self.rules)
+            pre = R.linear(w_pre, _minus(pre_full, mlp.b_in), mlp.b_in, self.rules)
             self.record(p + "mlp.hook_pre", pre)
-            if self.cfg.is_layer_norm_activation():
+            if mlp.act_norm is not None:
                 mid = R.linearize(mlp.act_fn, pre, pre_full, cast(Tensor, c(p + "mlp.hook_mid")))
-                post = R.norm(
-                    mlp.ln, mid, c(p + "mlp.ln.hook_scale"), c(p + "mlp.ln.hook_normalized"), self.rules
-                )
+                post = self._norm(mlp.act_norm, mid)
             else:
                 post = R.linearize(mlp.act_fn, pre, pre_full, cast(Tensor, c(p + "mlp.hook_post")))
         self.record(p + "mlp.hook_post", post)
         w_out = einops.einsum(post, mlp.W_out, "src batch pos d_mlp, d_mlp d_model -> src batch pos d_model")
-        out = R.linear(
-            w_out, cast(Tensor, c(p + "hook_mlp_out")) - mlp.b_out, R.nonzero(mlp.b_out), self.rules
-        )
+        out = R.linear(w_out, _minus(cast(Tensor, c(p + "hook_mlp_out")), mlp.b_out), mlp.b_out, self.rules)
         self.record(p + "hook_mlp_out", out)
         return out
+
+
+def _minus(full: Tensor, bias: Tensor | None) -> Tensor:
+    """W applied to the full input: the clean output minus its bias (when there is one)."""
+    return full if bias is None else full - bias
 
 
 @torch.no_grad()
@@ -404,7 +391,9 @@ def decompose_heads(
         tokens, attention_mask=mask, return_type=None, names_filter=lambda name: name in names
     )
     full = dict(cache.cache_dict)
+    access = model_access(model)
     score_mask = R.attention_mask_matrix(cfg.attention_dir, mask, n_pos, device)
+    position_ids = R.position_ids(mask, batch, n_pos, device)
     source_mask = _source_mask(source_positions, batch, n_pos, device)
     mu = (
         torch.zeros(cfg.n_layers, cfg.n_heads, cfg.d_head, device=device, dtype=cfg.dtype)
@@ -412,13 +401,16 @@ def decompose_heads(
         else baseline.to(device, cfg.dtype)
     )
 
-    final_norm = getattr(model, "ln_final", nn.Identity())
+    final_norm = access.ln_final
     last_resid = full[f"blocks.{cfg.n_layers - 1}.hook_resid_post"]
-    W_U, b_U = model.unembed.W_U, model.unembed.b_U
+    W_U, b_U = access.W_U, access.b_U
     if unembed_columns is not None:
-        W_U, b_U = W_U[:, unembed_columns.to(device)], b_U[unembed_columns.to(device)]
-    full_logits = _select(final_norm(last_resid), logits_positions) @ W_U + b_U
-    b_U_shared = R.nonzero(b_U)
+        columns = unembed_columns.to(device)
+        W_U, b_U = W_U[:, columns], None if b_U is None else b_U[columns]
+    final_full = R.norm_output(final_norm, full.get("ln_final.hook_normalized"), last_resid)
+    full_logits = _select(final_full, logits_positions) @ W_U
+    if b_U is not None:
+        full_logits = full_logits + b_U
 
     n_src = len(heads)
     beta_logits = torch.zeros((n_src, *full_logits.shape), device=device, dtype=full_logits.dtype)
@@ -443,10 +435,10 @@ def decompose_heads(
                         beta_rec[name][src, ex] = beta
 
                 prop = _Propagator(
-                    model,
+                    access,
                     sliced,
                     rules,
-                    None if mask is None else mask[ex],
+                    position_ids[ex],
                     score_mask[ex] if score_mask.shape[0] == batch else score_mask,
                     rec,
                 )
@@ -462,7 +454,7 @@ def decompose_heads(
                     _select(sliced.get("ln_final.hook_normalized"), positions),
                     rules,
                 )
-                beta_logits[src, ex] = R.linear(x @ W_U, full_logits[ex] - b_U, b_U_shared, rules)
+                beta_logits[src, ex] = R.linear(x @ W_U, _minus(full_logits[ex], b_U), b_U, rules)
     bad = [heads[i] for i in range(n_src) if not bool(beta_logits[i].isfinite().all())]
     if bad:
         warnings.warn(

@@ -18,8 +18,9 @@ from typing import Literal
 import einops
 import torch
 from jaxtyping import Bool, Float, Int
-from torch import Tensor, nn
-from transformer_lens.components import LayerNorm, LayerNormPre, RMSNorm, RMSNormPre
+from torch import Tensor
+
+from circuit_transfer.models.access import Norm, Rotary
 
 AttentionRule = Literal["decomposed", "frozen"]
 BiasRule = Literal["magnitude", "irrelevant"]
@@ -78,7 +79,7 @@ def linear(
 
 
 def norm(
-    module: nn.Module,
+    n: Norm,
     beta: Float[Tensor, "*lead d"],
     scale: Float[Tensor, "*full_lead 1"] | None,
     normalized: Float[Tensor, "*full_lead d"] | None,
@@ -88,32 +89,28 @@ def norm(
 
     LayerNorm centres beta by its own mean, divides by the clean run's scale (which includes the
     model's eps), multiplies by w and shares b by magnitude; LayerNormPre stops before w; RMSNorm
-    does not centre; RMSNormPre only divides; no normalisation (Identity) passes beta through.
+    does not centre; RMSNormPre only divides; no normalisation passes beta through.
 
     Args:
-        module: the model's norm module (dispatch is on its class, so folded and unfolded models
-            both work).
+        n: the norm (kind, weight, bias).
         beta: relevant part of the norm's input.
-        scale: the clean run's `hook_scale` of this norm.
-        normalized: the clean run's `hook_normalized` of this norm (read by the norms with a
-            weight, for the bias share and the stability rule).
+        scale: the clean run's scale of this norm (its `hook_scale`).
+        normalized: the clean run's normalised input (its `hook_normalized`; read by the norms
+            with a weight, for the bias share and the stability rule).
         rules: bias rule and stability option.
     """
-    if isinstance(module, nn.Identity):
+    if n.kind == "none":
         return beta
     if scale is None:
-        raise ValueError(f"norm module {type(module).__name__} needs the cached hook_scale")
-    if isinstance(module, LayerNorm | LayerNormPre):
+        raise ValueError(f"norm {n.hook or n.kind} needs the clean run's scale")
+    if n.centres:
         beta = beta - beta.mean(-1, keepdim=True)
-    elif not isinstance(module, RMSNorm | RMSNormPre):
-        raise NotImplementedError(f"CD-T has no rule for norm module {type(module).__name__}")
     beta_hat = beta / scale
-    if isinstance(module, LayerNormPre | RMSNormPre):
+    if n.weight is None:
         return beta_hat
     if normalized is None:
-        raise ValueError(f"norm module {type(module).__name__} needs the cached hook_normalized")
-    bias = nonzero(module.b) if isinstance(module, LayerNorm) else None
-    return linear(beta_hat * module.w, normalized * module.w, bias, rules)
+        raise ValueError(f"norm {n.hook or n.kind} needs the clean run's normalised input")
+    return linear(beta_hat * n.weight, normalized * n.weight, n.bias, rules)
 
 
 def linearize(
@@ -171,3 +168,58 @@ def attention_mask_matrix(
     if attention_mask is None:
         return einops.rearrange(causal, "query key -> 1 query key")
     return causal & einops.rearrange(attention_mask.bool(), "batch key -> batch 1 key")
+
+
+def norm_output(
+    n: Norm, normalized: Float[Tensor, "*lead d"] | None, full_in: Float[Tensor, "*lead d"]
+) -> Float[Tensor, "*lead d"]:
+    """The clean output of a norm, from its cached normalised input (or its input, for no norm)."""
+    if n.kind == "none":
+        return full_in
+    if normalized is None:
+        raise ValueError(f"norm {n.hook or n.kind} needs the clean run's normalised input")
+    out = normalized if n.weight is None else normalized * n.weight
+    return out if n.bias is None else out + n.bias
+
+
+def position_ids(
+    attention_mask: Int[Tensor, "batch pos"] | None, batch: int, n_pos: int, device: torch.device
+) -> Int[Tensor, "batch pos"]:
+    """Rotary position of each token: its index, or with padding its index among real tokens.
+
+    Matches TransformerLens: left padding shifts positions so the first real token is 0, and
+    padding positions get 0.
+    """
+    if attention_mask is None:
+        return torch.arange(n_pos, device=device).expand(batch, n_pos)
+    shifted = attention_mask.cumsum(dim=1) - 1
+    return shifted.masked_fill(shifted < 0, 0)
+
+
+def _rotate_every_two(x: Float[Tensor, "*lead dim"], adjacent_pairs: bool) -> Float[Tensor, "*lead dim"]:
+    """(x0, x1) -> (-x1, x0) for each rotated pair (adjacent pairs, or halves)."""
+    if adjacent_pairs:
+        pairs = einops.rearrange(x, "... (d two) -> ... d two", two=2)
+        return einops.rearrange(
+            torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1), "... d two -> ... (d two)"
+        )
+    half = x.shape[-1] // 2
+    return torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+
+
+def rotate(
+    x: Float[Tensor, "*src batch pos head d_head"],
+    rotary: Rotary,
+    positions: Int[Tensor, "batch pos"],
+) -> Float[Tensor, "*src batch pos head d_head"]:
+    """Rotary embedding, linear per position: the same rotation applies to each part."""
+    if int(positions.max()) >= rotary.cos.shape[0]:
+        raise ValueError(
+            f"rotary tables cover {rotary.cos.shape[0]} positions, need {int(positions.max()) + 1}: "
+            "build the model access after a forward pass of this length"
+        )
+    cos = einops.rearrange(rotary.cos[positions], "batch pos dim -> batch pos 1 dim")
+    sin = einops.rearrange(rotary.sin[positions], "batch pos dim -> batch pos 1 dim")
+    x_rot, x_pass = x[..., : rotary.dim], x[..., rotary.dim :]
+    rotated = x_rot * cos + _rotate_every_two(x_rot, rotary.adjacent_pairs) * sin
+    return torch.cat([rotated, x_pass], dim=-1)
