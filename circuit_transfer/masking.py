@@ -16,9 +16,18 @@ What a head set C makes trainable (method.md §5), per attention parameter:
   the order of `repeat_interleave`); its slice is trainable when any of those query heads is in C
   (`gqa_kv="any-query-head"`, default) or never (`gqa_kv="never"`). In a model without GQA the
   per-head `W_K, W_V, b_K, b_V` follow the head set and `gqa_kv` has no effect.
-- Parameters of LayerNorm / RMSNorm modules (`ln1`, `ln2`, `ln_final`, and `q_norm`/`k_norm`
-  where a model has them): trainable (`norms="trainable"`, default) or frozen.
-- Everything else (embeddings, positional embeddings, MLPs, unembedding, anything unknown): frozen.
+- `sinks` [head] (GPT-OSS's per-head attention sink logits): the entries `[h]` of C, like `b_Q`.
+- Parameters of LayerNorm / RMSNorm modules: trainable (`norms="trainable"`, default) or frozen.
+  These are the pre-norms `ln1`, `ln2`, `ln_final`, the sandwich post-norms `ln1_post`, `ln2_post`
+  (Gemma 2/3), and the post-norm blocks' `ln1`, `ln2` (OLMo 2/3: there they normalise each
+  sublayer's output, still a norm of the whole residual width).
+- QK-norm weights (`attn.q_norm`, `attn.k_norm`: Qwen3, Gemma 3, Apertus per head; OLMo 2/3 and
+  OLMoE over all heads at once): one tensor shared by every head of a layer, like the norms, so
+  they follow the norm policy (`qk_norm="with-norms"`, default) or are frozen (`qk_norm="frozen"`).
+- Everything else is frozen: embeddings, positional embeddings, MLPs, and with them a
+  mixture-of-experts layer's router (`mlp.W_gate`) and experts (`mlp.experts.*`), the unembedding,
+  anything unknown. A head set never trains an expert: the sparse controls (near-zero, random)
+  and ln-only freeze them too; only `FULL` trains them.
 
 `full_masks` (full fine-tuning) and `ln_only_masks` (no heads, norms only) are the two controls.
 `masked_training` applies masks to a model for the duration of a `with` block.
@@ -59,7 +68,8 @@ HeadSpec = Iterable[Any] | HasHeads | Literal["full"]
 tuple or a list), an object with `.heads` holding such pairs, or `FULL`. Checked by
 `normalize_heads`, hence the loose annotation."""
 
-_PER_HEAD = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V")
+_PER_HEAD = ("W_Q", "W_K", "W_V", "W_O", "b_Q", "b_K", "b_V", "sinks")
+_QK_NORMS = ("q_norm", "k_norm")
 _PER_KV_GROUP = ("_W_K", "_W_V", "_b_K", "_b_V")
 
 
@@ -72,18 +82,23 @@ class MaskPolicy:
             when any head of the layer is selected ("any-head").
         gqa_kv: grouped-query K/V (`_W_K, _W_V, _b_K, _b_V`), shared by a group of query heads:
             trainable when any query head of the group is selected ("any-query-head") or never.
-        norms: LayerNorm/RMSNorm weights and biases: "trainable" or "frozen".
+        norms: LayerNorm/RMSNorm weights and biases (pre-, post- and sandwich norms):
+            "trainable" or "frozen".
+        qk_norm: the QK-norm weights (`attn.q_norm`, `attn.k_norm`), shared by the heads of a
+            layer: as the norms ("with-norms") or "frozen" whatever the norms do.
     """
 
     b_O: Literal["frozen", "any-head"] = "frozen"
     gqa_kv: Literal["any-query-head", "never"] = "any-query-head"
     norms: Literal["trainable", "frozen"] = "trainable"
+    qk_norm: Literal["with-norms", "frozen"] = "with-norms"
 
     def __post_init__(self) -> None:
         for name, allowed in (
             ("b_O", ("frozen", "any-head")),
             ("gqa_kv", ("any-query-head", "never")),
             ("norms", ("trainable", "frozen")),
+            ("qk_norm", ("with-norms", "frozen")),
         ):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"MaskPolicy.{name} must be one of {allowed}, got {getattr(self, name)!r}")
@@ -222,7 +237,7 @@ def head_grad_masks(
         heads: (layer, head) pairs, an object with `.heads`, or `FULL` (every entry trainable,
             policy ignored). An empty head set gives the norms only (or nothing, with
             `policy.norms == "frozen"`).
-        policy: what happens to shared tensors (b_O, GQA K/V, norms).
+        policy: what happens to shared tensors (b_O, GQA K/V, norms, QK-norms).
 
     Returns:
         name -> mask, in `model.named_parameters()` order.
@@ -237,7 +252,8 @@ def head_grad_masks(
             module_name, _, attr = name.rpartition(".")
             module = model.get_submodule(module_name)
             if isinstance(module, (LayerNorm, RMSNorm)):
-                if policy.norms == "trainable":
+                is_qk_norm = module_name.rpartition(".")[2] in _QK_NORMS
+                if policy.norms == "trainable" and not (is_qk_norm and policy.qk_norm == "frozen"):
                     mask.fill_(1)
             elif isinstance(module, AbstractAttention):
                 _fill_attention_mask(mask, module, attr, selected, policy, model.cfg.n_heads)

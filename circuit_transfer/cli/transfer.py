@@ -36,6 +36,12 @@ def register(subparsers) -> None:
     )
     p.add_argument("--gqa-kv", choices=("any-query-head", "never"), default="any-query-head")
     p.add_argument("--norms", choices=("trainable", "frozen"), default="trainable")
+    p.add_argument(
+        "--qk-norm",
+        choices=("with-norms", "frozen"),
+        default="with-norms",
+        help="QK-norm weights (Qwen3, Gemma 3, OLMo 2): follow --norms, or frozen",
+    )
     p.add_argument("--out", required=True, help="run directory to write")
     p.set_defaults(run=run_transfer)
 
@@ -61,7 +67,7 @@ def run_transfer(args: argparse.Namespace) -> int:
         n_test=args.n_test,
         n_valid=args.n_valid,
         config=config,
-        policy=MaskPolicy(b_O=args.b_o, gqa_kv=args.gqa_kv, norms=args.norms),
+        policy=MaskPolicy(b_O=args.b_o, gqa_kv=args.gqa_kv, norms=args.norms, qk_norm=args.qk_norm),
     )
     circuit = Circuit.load(args.circuit) if args.circuit else None
     record = transfer(

@@ -51,7 +51,62 @@ def llama_like_cfg() -> HookedTransformerConfig:
     )
 
 
-CONFIGS = {"gpt2-like": gpt2_like_cfg, "llama-like": llama_like_cfg}
+def qwen3_like_cfg() -> HookedTransformerConfig:
+    """Llama-like plus QK-norm (an RMSNorm per head on q and k, one weight shared by the heads)."""
+    return HookedTransformerConfig(**{**llama_like_cfg().to_dict(), "use_qk_norm": True})
+
+
+def gemma3_like_cfg() -> HookedTransformerConfig:
+    """QK-norm, sandwich norms (ln1_post, ln2_post), one KV head, local + global layers, two bases."""
+    return HookedTransformerConfig(
+        **{
+            **llama_like_cfg().to_dict(),
+            "n_key_value_heads": 1,
+            "act_fn": "gelu_pytorch_tanh",
+            "use_qk_norm": True,
+            "use_normalization_before_and_after": True,
+            "use_local_attn": True,
+            "attn_types": ["local", "global"],
+            "window_size": 4,
+            "rotary_base": 1e6,
+            "rotary_base_local": 1e4,
+        }
+    )
+
+
+def moe_cfg() -> HookedTransformerConfig:
+    """Mixtral-like: 4 experts, top-2 routing, GQA."""
+    return HookedTransformerConfig(
+        **{**llama_like_cfg().to_dict(), "num_experts": 4, "experts_per_token": 2, "d_mlp": 32}
+    )
+
+
+def sinks_cfg() -> HookedTransformerConfig:
+    """GPT-OSS-like: per-head attention sinks, MoE, local + global layers."""
+    return HookedTransformerConfig(
+        **{
+            **moe_cfg().to_dict(),
+            "use_attention_sinks": True,
+            "use_local_attn": True,
+            "attn_types": ["local", "global"],
+            "window_size": 4,
+        }
+    )
+
+
+CONFIGS = {
+    "gpt2-like": gpt2_like_cfg,
+    "llama-like": llama_like_cfg,
+    "qwen3-like": qwen3_like_cfg,
+    "gemma3-like": gemma3_like_cfg,
+    "moe": moe_cfg,
+    "sinks": sinks_cfg,
+}
+
+
+def is_norm_param(name: str) -> bool:
+    """A LayerNorm/RMSNorm parameter: pre-, post- and sandwich norms, and QK-norms."""
+    return ".ln" in name or name.startswith("ln_final") or "_norm." in name
 
 
 def make_model(kind: str, seed: int = 0) -> HookedTransformer:
@@ -62,8 +117,7 @@ def make_model(kind: str, seed: int = 0) -> HookedTransformer:
     with torch.no_grad():
         for name, p in model.named_parameters():
             noise = torch.randn(p.shape, generator=gen)
-            is_norm = ".ln" in name or name.startswith("ln_final")
-            p.copy_(1.0 + 0.1 * noise if is_norm and name.endswith(".w") else 0.2 * noise)
+            p.copy_(1.0 + 0.1 * noise if is_norm_param(name) and name.endswith(".w") else 0.2 * noise)
     return model
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from masking_helpers import batch, lm_loss, make_model, train_with_resume
+from masking_helpers import CONFIGS, batch, is_norm_param, lm_loss, make_model, train_with_resume
 
 from circuit_transfer.masking import MaskPolicy, head_grad_masks, masked_training
 from circuit_transfer.optim import MaskedAdamW, OptimConfig
@@ -15,6 +15,7 @@ POLICIES = {
     "default": MaskPolicy(),
     "bO-any-kv-never": MaskPolicy(b_O="any-head", gqa_kv="never"),
     "norms-frozen": MaskPolicy(norms="frozen"),
+    "qk-norm-frozen": MaskPolicy(qk_norm="frozen"),
 }
 
 
@@ -23,7 +24,7 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("policy_name", list(POLICIES))
-@pytest.mark.parametrize("kind", ["gpt2-like", "llama-like"])
+@pytest.mark.parametrize("kind", list(CONFIGS))
 def test_masked_entries_bit_identical_after_training_with_resume(kind, policy_name, tmp_path):
     policy = POLICIES[policy_name]
     before, model, tset = train_with_resume(kind, HEADS, policy, tmp_path)
@@ -37,12 +38,28 @@ def test_masked_entries_bit_identical_after_training_with_resume(kind, policy_na
     changed = {n for n in after if not torch.equal(after[n].detach(), before[n])}
     assert {"blocks.0.attn.W_Q", "blocks.1.attn.W_O", "blocks.1.attn.b_Q"} <= changed
     assert not any(".mlp." in n or n.startswith(("embed.", "pos_embed.", "unembed.")) for n in changed)
-    norms = {n for n in after if ".ln" in n or n.startswith("ln_final")}
+    qk_norms = {n for n in after if ".q_norm." in n or ".k_norm." in n}
+    norms = {n for n in after if is_norm_param(n)} - qk_norms
     assert (norms <= changed) if policy.norms == "trainable" else not (norms & changed)
+    qk_trainable = policy.norms == "trainable" and policy.qk_norm == "with-norms"
+    assert (qk_norms <= changed) if qk_trainable else not (qk_norms & changed)
+    assert bool(qk_norms) == (kind in ("qwen3-like", "gemma3-like"))
     assert ("blocks.1.attn.b_O" in changed) == (policy.b_O == "any-head")
-    if kind == "llama-like":
+    if kind != "gpt2-like":
         assert ("blocks.1.attn._W_K" in changed) == (policy.gqa_kv == "any-query-head")
+    if model.cfg.n_key_value_heads == 2:  # layer 1's heads 2, 3 are KV group 1: group 0 stays
         assert torch.equal(after["blocks.1.attn._W_V"].detach()[0], before["blocks.1.attn._W_V"][0])
+    if model.cfg.use_attention_sinks:  # a sink per head: only the circuit's heads' sinks move
+        sinks, sinks_before = after["blocks.1.attn.sinks"].detach(), before["blocks.1.attn.sinks"]
+        assert sinks[[2, 3]].ne(sinks_before[[2, 3]]).all()
+        assert torch.equal(sinks[[0, 1]], sinks_before[[0, 1]])
+        assert torch.equal(
+            after["blocks.0.attn.sinks"].detach()[[0, 2, 3]], before["blocks.0.attn.sinks"][[0, 2, 3]]
+        )
+    if model.cfg.num_experts:  # router and experts are MLP parameters: frozen under a head set
+        assert any(".mlp.experts." in n for n in after) and any(
+            n.endswith("mlp.W_gate.weight") for n in after
+        )
 
 
 @pytest.mark.parametrize("kind", ["gpt2-like", "llama-like"])
