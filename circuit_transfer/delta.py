@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from transformer_lens import HookedTransformer
 
@@ -113,12 +113,15 @@ def save_delta(path: str | os.PathLike, delta: Delta, metadata: Mapping[str, Any
 def load_delta(path: str | os.PathLike) -> tuple[Delta, dict[str, Any]]:
     """Read a delta written by `save_delta`; returns (delta, metadata)."""
     delta: Delta = {}
-    with safe_open(str(path), framework="pt") as f:
-        header = f.metadata() or {}
-        if header.get("format") != "circuit-transfer-delta/1":
-            raise ValueError(f"{path} is not a circuit-transfer delta (format {header.get('format')!r})")
-        for key in f.keys():
-            delta[key] = f.get_tensor(key)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = f.metadata() or {}
+            if header.get("format") != "circuit-transfer-delta/1":
+                raise ValueError(f"{path} is not a circuit-transfer delta (format {header.get('format')!r})")
+            for key in f.keys():
+                delta[key] = f.get_tensor(key)
+    except SafetensorError as err:  # its message names no file
+        raise ValueError(f"{path} is unreadable ({err}): it may be truncated; re-run the transfer.") from None
     return delta, json.loads(header.get("metadata", "{}"))
 
 

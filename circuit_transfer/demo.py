@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     task = get_task("nusax-senti")
 
     print(f"[1/5] training the tiny {args.proxy_lang} proxy from scratch -> {out / 'proxy'}")
-    meta = prepare_proxy(task, args.proxy_lang, "tiny", out / "proxy")
+    meta = prepare_proxy(task, args.proxy_lang, "tiny", out / "proxy", progress=True)
     test = meta["test"]
     print(markdown_table(meta["training"]["curve"]))
     print(f"proxy test accuracy {test['accuracy']:.3f} (majority class: 0.383), {meta['wall_time_s']:.0f}s\n")
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         examples = balanced_sample(
             load_split("nusax-senti", lang, "valid"), args.discovery_per_class, 0, task.n_labels
         )
-        circuits[lang] = discover(model, task, examples, k=args.k)
+        circuits[lang] = discover(model, task, examples, k=args.k, progress=True)
         circuits[lang].save(out / "circuits" / f"{lang}.json")
         faith = faithfulness(model, task, circuits[lang], examples)
         print(f"{lang}: {circuits[lang]!r}; faithfulness {faith.faithfulness:.3f}")
@@ -102,7 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     for method in DEMO_METHODS:
         spec = TransferSpec(method=method, target=args.target, n_train=args.n_train, retention_langs=("eng",))
         record = transfer(
-            out / "proxy", spec, circuits[args.proxy_lang], out=out / "transfer" / method, task=task
+            out / "proxy",
+            spec,
+            circuits[args.proxy_lang],
+            out=out / "transfer" / method,
+            task=task,
+            progress=True,
         )
         results.append(
             {

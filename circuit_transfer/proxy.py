@@ -64,12 +64,17 @@ def prepare_proxy(
     train on, 5010 test pairs); the test subset is the same rows as a sweep's `--n-test`."""
     started = time.time()
     train, valid = load_train_valid(task.name, lang, data_dir)
-    train, valid = (
+    test = load_split(task.name, lang, train_eval_splits(task.name)[2], data_dir)
+    for name, n, rows in (("n_train", n_train, train), ("n_valid", n_valid, valid), ("n_test", n_test, test)):
+        if n is not None and n > len(rows):  # a silent cap would train on another amount than asked
+            raise ValueError(
+                f"{name}={n}, but {task.name}/{lang} has only {len(rows)} {name.removeprefix('n_')} examples: "
+                f"ask for at most {len(rows)}, or leave {name} out to use all of them."
+            )
+    train, valid, test = (
         stratified_cap(train, n_train, task.n_labels),
         stratified_cap(valid, n_valid, task.n_labels),
-    )
-    test = stratified_cap(
-        load_split(task.name, lang, train_eval_splits(task.name)[2], data_dir), n_test, task.n_labels
+        stratified_cap(test, n_test, task.n_labels),
     )
     if model_spec == "tiny":
         texts = [ex.text for ex in train] + [ex.text_pair for ex in train if ex.text_pair]

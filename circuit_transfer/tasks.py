@@ -115,6 +115,17 @@ def get_task(name: str, template: str | None = None, label_words: Sequence[str] 
     )
 
 
+def check_labels(examples: Sequence[Example], n_labels: int) -> None:
+    """Refuse examples whose labels fall outside `0 .. n_labels - 1` (a sample would drop them silently)."""
+    outside = sorted({ex.label for ex in examples if not 0 <= ex.label < n_labels})
+    if outside:
+        found = sorted({ex.label for ex in examples})
+        raise ValueError(
+            f"n_labels={n_labels}, but the examples have labels {found} (outside: {outside}): pass the "
+            f"task's number of labels (task.n_labels), or filter the examples first."
+        )
+
+
 def balanced_sample(examples: Sequence[Example], k_per_class: int, seed: int, n_labels: int) -> list[Example]:
     """A seeded sample with exactly `k_per_class` examples of every label, in a shuffled order.
 
@@ -122,6 +133,7 @@ def balanced_sample(examples: Sequence[Example], k_per_class: int, seed: int, n_
     """
     if k_per_class <= 0:
         raise ValueError(f"k_per_class must be positive, got {k_per_class}.")
+    check_labels(examples, n_labels)
     by_label: dict[int, list[Example]] = defaultdict(list)
     for ex in examples:
         by_label[ex.label].append(ex)
@@ -153,6 +165,7 @@ def stratified_subset(examples: Sequence[Example], n: int, seed: int, n_labels: 
     `n // n_labels` per class, the remainder spread over the first classes in a seeded order.
     """
     available = len(examples)
+    check_labels(examples, n_labels)
     if n <= 0:
         raise ValueError(f"The number of training examples must be positive, got {n}.")
     if n > available:

@@ -25,20 +25,21 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from circuit_transfer.choices import METHODS
 from circuit_transfer.data import load_split
 from circuit_transfer.delta import extract_delta, save_delta
 from circuit_transfer.discovery import Circuit, select_near_zero, select_random
 from circuit_transfer.evaluate import evaluate
-from circuit_transfer.io import atomic_write_json
+from circuit_transfer.io import atomic_write_dir, atomic_write_json
 from circuit_transfer.masking import FULL, MaskPolicy, masked_training
 from circuit_transfer.models import load_model
 from circuit_transfer.proxy import load_train_valid, task_of_checkpoint, train_eval_splits
 from circuit_transfer.tasks import Task, stratified_cap, stratified_subset
 from circuit_transfer.train import TrainConfig, train_classifier
 
-METHODS = ("ct-sft", "near-zero", "random", "ln-only", "full", "zero-shot")
 # Fine-tuning a trained checkpoint on ~100 examples: few epochs, selection on target valid.
 TRANSFER_TRAIN = TrainConfig(epochs=5, batch_size=16)
+RUN_FILES = ("result.json", "delta.safetensors")  # what a run folder holds (and all `out` may hold)
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,11 @@ def heads_for(method: str, circuit: Circuit | None, model, seed: int):
         )
     circuit.validate(model)
     k = len(circuit.heads)
+    if k == 0:
+        raise ValueError(
+            f"Method {method!r} was given an empty circuit (0 heads): it would train only the norms, "
+            "which is the 'ln-only' control. Discover a circuit with heads (`circuit-transfer discover --k N`)."
+        )
     if method == "ct-sft":
         return list(circuit.heads)
     if method == "near-zero":
@@ -95,11 +101,25 @@ def heads_for(method: str, circuit: Circuit | None, model, seed: int):
     return list(select_random(model.cfg.n_layers, model.cfg.n_heads, k, seed).heads)
 
 
-def _scores(model, task: Task, examples: dict, config: TrainConfig) -> dict:
+def _scores(model, task: Task, examples: dict, config: TrainConfig, progress: str | bool = False) -> dict:
+    """Scores per language; `progress` (a label such as "before") shows one bar per language."""
     return {
-        lang: evaluate(model, task, rows, batch_size=config.batch_size * 4, max_len=config.max_len).to_dict()
+        lang: evaluate(
+            model,
+            task,
+            rows,
+            batch_size=config.batch_size * 4,
+            max_len=config.max_len,
+            progress=f"{progress} {lang}" if progress else False,
+        ).to_dict()
         for lang, rows in examples.items()
     }
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """Whether `path` is a folder holding nothing but a transfer run's files (so it may be replaced)."""
+    path = Path(path)
+    return path.is_dir() and all(child.name in RUN_FILES for child in path.iterdir())
 
 
 def transfer(
@@ -116,8 +136,17 @@ def transfer(
 
     `before` holds already-measured scores of the unchanged proxy on the same test sets, by language
     (a previous record's "before"); languages it lacks are evaluated. A sweep passes them so the
-    proxy is not re-scored on every run."""
+    proxy is not re-scored on every run.
+
+    An existing `out` is replaced as a whole (atomically: no file of an earlier run survives beside
+    the new ones) when it holds nothing but a run's files; a folder holding anything else is refused
+    before any compute."""
     started = time.time()
+    if out is not None and Path(out).exists() and not is_run_dir(out):
+        raise FileExistsError(
+            f"{out} exists and is not a transfer run folder (it holds files other than "
+            f"{', '.join(RUN_FILES)}); it is never replaced: choose another output folder."
+        )
     task = task or task_of_checkpoint(proxy_dir)
     model = load_model(str(proxy_dir))
     proxy_lang = _proxy_lang(proxy_dir)
@@ -145,7 +174,7 @@ def transfer(
                 f"tests {len(tests[lang])}: pass scores measured with the same n_test."
             )
     missing = {lang: rows for lang, rows in tests.items() if lang not in known}
-    before = {**known, **_scores(model, task, missing, spec.config)}
+    before = {**known, **_scores(model, task, missing, spec.config, "before" if progress else False)}
     before = {lang: before[lang] for lang in tests}
     base_state = {name: p.detach().clone() for name, p in model.named_parameters()}
     record: dict = {
@@ -175,7 +204,8 @@ def transfer(
                 model, task, train, valid, spec.config, masks=trainable.masks, progress=progress
             )
         masks = trainable.masks
-        after, curve, best_epoch = _scores(model, task, tests, spec.config), result.curve, result.best_epoch
+        after = _scores(model, task, tests, spec.config, "after" if progress else False)
+        curve, best_epoch = result.curve, result.best_epoch
         n_trainable, n_total = trainable.n_trainable, trainable.n_total
     n_changed = sum(int((p.detach() != base_state[n]).sum()) for n, p in model.named_parameters())
     record.update(
@@ -195,14 +225,18 @@ def transfer(
         wall_time_s=time.time() - started,
     )
     if out is not None:
-        out = Path(out)
-        if masks is not None:
-            save_delta(
-                out / "delta.safetensors",
-                extract_delta(model, base_state, masks),
-                metadata={"method": spec.method, "proxy": str(proxy_dir)},
-            )
-        atomic_write_json(out / "result.json", record)
+        delta = None if masks is None else extract_delta(model, base_state, masks)
+
+        def write(folder: Path) -> None:
+            if delta is not None:
+                save_delta(
+                    folder / "delta.safetensors",
+                    delta,
+                    metadata={"method": spec.method, "proxy": str(proxy_dir)},
+                )
+            atomic_write_json(folder / "result.json", record)
+
+        atomic_write_dir(out, write)
     return record
 
 

@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import argparse
 
-from circuit_transfer.cli.common import add_task_args, task_for_checkpoint
+from circuit_transfer.choices import BASELINE_KINDS, ESTIMATORS, SCORES, SELECTIONS
+from circuit_transfer.cli.common import (
+    add_overwrite_arg,
+    add_task_args,
+    check_out_file,
+    positive_int,
+    task_for_checkpoint,
+)
 from circuit_transfer.table import markdown_table
 
 DISCOVERY_SPLIT = {"nusax-senti": "valid", "xnli": "dev"}
@@ -26,10 +33,6 @@ def _k(text: str) -> int | float:
 
 
 def register(subparsers) -> None:
-    from circuit_transfer.discovery.baseline import BASELINE_KINDS
-    from circuit_transfer.discovery.relevance import ESTIMATORS, SCORES
-    from circuit_transfer.discovery.selection import SELECTIONS
-
     p = subparsers.add_parser(
         "discover",
         help="find the task circuit (attention heads) of a checkpoint",
@@ -43,8 +46,12 @@ def register(subparsers) -> None:
     p.add_argument("--k", type=_k, help="heads to select: a count (12) or a fraction of all heads (0.1)")
     p.add_argument("--selection", choices=SELECTIONS, default="top-k")
     p.add_argument("--threshold", type=float, help="score threshold for --selection threshold")
-    p.add_argument("--rounds", type=int, default=2, help="rounds of --selection iterative (default 2)")
-    p.add_argument("--n-examples", type=int, default=24, help="discovery examples per class (default 24)")
+    p.add_argument(
+        "--rounds", type=positive_int, default=2, help="rounds of --selection iterative (default 2)"
+    )
+    p.add_argument(
+        "--n-examples", type=positive_int, default=24, help="discovery examples per class (default 24)"
+    )
     p.add_argument("--split", help="split to sample the discovery set from (default: valid; XNLI: dev)")
     p.add_argument("--estimator", choices=ESTIMATORS, default="cdt")
     p.add_argument(
@@ -58,9 +65,10 @@ def register(subparsers) -> None:
     p.add_argument("--positions", choices=("pooled", "from-end"), default="pooled")
     p.add_argument("--per-layer-norm", action="store_true", help="divide scores by the layer's mean |score|")
     p.add_argument("--seed", type=int, default=0, help="seeds the discovery sample and random circuits")
-    p.add_argument("--top", type=int, default=10, help="heads to print (default 10)")
+    p.add_argument("--top", type=positive_int, default=10, help="heads to print (default 10)")
     p.add_argument("--no-faithfulness", action="store_true", help="skip the faithfulness evaluation")
     p.add_argument("--out", help="write the circuit (with its scores) as JSON here")
+    add_overwrite_arg(p, "file")
     p.set_defaults(run=run_discover)
 
     c = subparsers.add_parser(
@@ -70,8 +78,9 @@ def register(subparsers) -> None:
     )
     c.add_argument("a", help="circuit JSON")
     c.add_argument("b", help="circuit JSON")
-    c.add_argument("--k", type=int, help="k for the overlap (default: the smaller circuit's size)")
+    c.add_argument("--k", type=positive_int, help="k for the overlap (default: the smaller circuit's size)")
     c.add_argument("--out", help="write the comparison as JSON here")
+    add_overwrite_arg(c, "file")
     c.set_defaults(run=run_compare)
 
 
@@ -81,12 +90,13 @@ def run_discover(args: argparse.Namespace) -> int:
     from circuit_transfer.models import load_model
     from circuit_transfer.tasks import balanced_sample
 
-    model = load_model(args.model)
+    check_out_file(args.out, args.overwrite)
     task = task_for_checkpoint(args, args.model)
     lang = normalise_lang(task.name, args.lang)
     split = args.split or DISCOVERY_SPLIT[task.name]
     pool = load_split(task.name, lang, split, args.data_dir)
     examples = balanced_sample(pool, args.n_examples, seed=args.seed, n_labels=task.n_labels)
+    model = load_model(args.model)
     common = dict(
         baseline=args.baseline, positions=args.positions, batch_size=args.batch_size, max_len=args.max_len
     )
@@ -104,6 +114,7 @@ def run_discover(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         per_layer_norm=args.per_layer_norm,
         stabilize=args.stabilize,
+        progress=True,
         **common,
     )
     circuit = _with_params(
@@ -151,6 +162,7 @@ def run_compare(args: argparse.Namespace) -> int:
     from circuit_transfer.discovery import Circuit, compare
     from circuit_transfer.io import atomic_write_json
 
+    check_out_file(args.out, args.overwrite)
     a, b = Circuit.load(args.a), Circuit.load(args.b)
     result = compare(a, b, k=args.k)
     rho = "-" if result.spearman is None else f"{result.spearman:.3f}"

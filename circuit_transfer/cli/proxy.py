@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from circuit_transfer.cli.common import add_task_args, task_for_checkpoint, task_from_args
+from circuit_transfer.cli.common import (
+    add_overwrite_arg,
+    add_task_args,
+    check_out_dir,
+    check_out_file,
+    positive_int,
+    task_for_checkpoint,
+    task_from_args,
+)
 from circuit_transfer.data import languages, load_split, normalise_lang
 from circuit_transfer.io import atomic_write_json
 from circuit_transfer.table import markdown_table
@@ -23,16 +31,21 @@ def register(subparsers) -> None:
         "--model", default="tiny", help="tiny | smollm2-135m | a checkpoint or HF directory | a TL name"
     )
     p.add_argument("--out", required=True, help="checkpoint directory to write")
-    p.add_argument("--epochs", type=int, help="training epochs (default: 8 for tiny, 3 for pretrained)")
+    add_overwrite_arg(p, "checkpoint")
+    p.add_argument(
+        "--epochs", type=positive_int, help="training epochs (default: 8 for tiny, 3 for pretrained)"
+    )
     p.add_argument("--lr", type=float, help="peak learning rate (default: 2e-3 tiny, 3e-5 pretrained)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--n-train", type=int, help="train on a label-stratified subset of this size (default: all)"
+        "--n-train", type=positive_int, help="train on a label-stratified subset of this size (default: all)"
     )
-    p.add_argument("--n-valid", type=int, help="select the epoch on a subset of this size (default: all)")
+    p.add_argument(
+        "--n-valid", type=positive_int, help="select the epoch on a subset of this size (default: all)"
+    )
     p.add_argument(
         "--n-test",
-        type=int,
+        type=positive_int,
         help="report test scores on a fixed stratified subset of this size (default: all)",
     )
     p.set_defaults(run=run_prepare_proxy)
@@ -47,14 +60,17 @@ def register(subparsers) -> None:
     e.add_argument("--langs", default="all", help="comma-separated language codes, or 'all'")
     e.add_argument("--split", default="test", help="split to evaluate (default: test)")
     e.add_argument("--out", help="write the results as JSON here")
+    add_overwrite_arg(e, "file")
     e.set_defaults(run=run_evaluate)
 
 
 def run_prepare_proxy(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from circuit_transfer.models.checkpoint import is_checkpoint_dir
     from circuit_transfer.proxy import PRETRAINED_TRAIN, TINY_TRAIN, prepare_proxy
 
+    check_out_dir(args.out, args.overwrite, "checkpoint", is_checkpoint_dir)
     task = task_from_args(args)
     lang = normalise_lang(task.name, args.lang)
     config = TINY_TRAIN if args.model == "tiny" else PRETRAINED_TRAIN
@@ -89,13 +105,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from circuit_transfer.evaluate import evaluate
     from circuit_transfer.models import load_model
 
-    model = load_model(args.model)
+    check_out_file(args.out, args.overwrite)
     task = task_for_checkpoint(args, args.model)
     langs = (
         languages(task.name)
         if args.langs == "all"
         else [normalise_lang(task.name, x) for x in args.langs.split(",")]
     )
+    model = load_model(args.model)
     rows = []
     for lang in langs:
         examples = load_split(task.name, lang, args.split, args.data_dir)

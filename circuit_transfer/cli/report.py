@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from circuit_transfer.cli.common import add_overwrite_arg, check_out_file, positive_int
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -16,9 +18,10 @@ def register(subparsers) -> None:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="run directory (e.g. runs/demo)")
     p.add_argument("--out", required=True, help="HTML file to write")
+    add_overwrite_arg(p, "file")
     p.add_argument("--screenshot", help="also save a headless-Chromium PNG screenshot of the report here")
     p.add_argument("--example", type=int, default=0, help="index of the test sentence to render (default 0)")
-    p.add_argument("--max-len", type=int, default=128, help="maximum prompt length in tokens")
+    p.add_argument("--max-len", type=positive_int, default=128, help="maximum prompt length in tokens")
     p.add_argument(
         "--data-dir",
         help="folder with nusax-senti/ and xnli/ (default: $CT_DATA_DIR, ../shared/data, the hub)",
@@ -29,6 +32,8 @@ def register(subparsers) -> None:
 def run_report(args: argparse.Namespace) -> int:
     from circuit_transfer.views import write_report
 
+    check_out_file(args.out, args.overwrite)
+    check_out_file(args.screenshot, args.overwrite)
     path = write_report(
         args.run_dir,
         args.out,

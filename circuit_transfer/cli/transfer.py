@@ -5,13 +5,18 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from circuit_transfer.cli.common import add_task_args, task_for_checkpoint
+from circuit_transfer.choices import METHODS
+from circuit_transfer.cli.common import (
+    add_overwrite_arg,
+    add_task_args,
+    check_out_dir,
+    positive_int,
+    task_for_checkpoint,
+)
 from circuit_transfer.table import markdown_table
 
 
 def register(subparsers) -> None:
-    from circuit_transfer.transfer import METHODS
-
     p = subparsers.add_parser(
         "transfer",
         help="fine-tune a proxy checkpoint on target-language data, circuit heads only (or a control)",
@@ -23,14 +28,18 @@ def register(subparsers) -> None:
     p.add_argument("--target", required=True, help="target language code, e.g. jav")
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--circuit", help="circuit.json from `discover` (needed by ct-sft, near-zero, random)")
-    p.add_argument("--n-train", type=int, default=100, help="target training examples (default 100)")
+    p.add_argument("--n-train", type=positive_int, default=100, help="target training examples (default 100)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, help="training epochs (default 5)")
+    p.add_argument("--epochs", type=positive_int, help="training epochs (default 5)")
     p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
     p.add_argument("--weight-decay", type=float, help="decoupled weight decay (default 0.1)")
     p.add_argument("--retention", default="", help="extra comma-separated languages to measure forgetting on")
-    p.add_argument("--n-test", type=int, help="cap test examples per language (default: whole split)")
-    p.add_argument("--n-valid", type=int, help="cap the valid examples that select the epoch (default: all)")
+    p.add_argument(
+        "--n-test", type=positive_int, help="cap test examples per language (default: whole split)"
+    )
+    p.add_argument(
+        "--n-valid", type=positive_int, help="cap the valid examples that select the epoch (default: all)"
+    )
     p.add_argument(
         "--b-o", choices=("frozen", "any-head"), default="frozen", help="policy for the shared b_O"
     )
@@ -43,6 +52,7 @@ def register(subparsers) -> None:
         help="QK-norm weights (Qwen3, Gemma 3, OLMo 2): follow --norms, or frozen",
     )
     p.add_argument("--out", required=True, help="run directory to write")
+    add_overwrite_arg(p, "transfer run")
     p.set_defaults(run=run_transfer)
 
 
@@ -50,8 +60,9 @@ def run_transfer(args: argparse.Namespace) -> int:
     from circuit_transfer.data import normalise_lang
     from circuit_transfer.discovery import Circuit
     from circuit_transfer.masking import MaskPolicy
-    from circuit_transfer.transfer import TRANSFER_TRAIN, TransferSpec, transfer
+    from circuit_transfer.transfer import TRANSFER_TRAIN, TransferSpec, is_run_dir, transfer
 
+    check_out_dir(args.out, args.overwrite, "transfer run", is_run_dir)
     task = task_for_checkpoint(args, args.proxy)
     config = replace(TRANSFER_TRAIN, seed=args.seed, batch_size=args.batch_size, max_len=args.max_len)
     if args.epochs:
@@ -70,6 +81,11 @@ def run_transfer(args: argparse.Namespace) -> int:
         policy=MaskPolicy(b_O=args.b_o, gqa_kv=args.gqa_kv, norms=args.norms, qk_norm=args.qk_norm),
     )
     circuit = Circuit.load(args.circuit) if args.circuit else None
+    if circuit is not None and not circuit.heads and args.method in ("ct-sft", "near-zero", "random"):
+        raise ValueError(
+            f"{args.circuit} is an empty circuit (0 heads): --method {args.method} would train only the norms "
+            "(that is --method ln-only). Re-run `circuit-transfer discover` with --k, or a lower --threshold."
+        )
     record = transfer(
         args.proxy, spec, circuit, out=args.out, task=task, data_dir=args.data_dir, progress=True
     )

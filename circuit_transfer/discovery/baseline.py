@@ -35,6 +35,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from circuit_transfer.choices import BASELINE_KINDS
 from circuit_transfer.data import Example
 from circuit_transfer.readout import TaskBatch, encode
 from circuit_transfer.tasks import Task
@@ -42,7 +43,6 @@ from circuit_transfer.tasks import Task
 Positions = Literal["pooled", "from-end"]
 WithinClass = Literal["tokens", "examples"]
 BaselineKind = Literal["label-balanced", "mean", "zero"]
-BASELINE_KINDS: tuple[str, ...] = ("label-balanced", "mean", "zero")
 
 Examples = Sequence[Example] | Sequence[TaskBatch] | TaskBatch
 """Discovery data: `Example`s (encoded with `model.tokenizer` and a `Task`) or encoded batches."""

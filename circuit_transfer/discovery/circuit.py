@@ -167,7 +167,15 @@ class Circuit:
 
     @classmethod
     def load(cls, path: str | Path) -> Circuit:
-        return cls.from_dict(read_json(path))
+        """Read a circuit file; any problem with it is a ValueError that names the file."""
+        data = read_json(path)
+        try:
+            return cls.from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            detail = f"missing field {err}" if isinstance(err, KeyError) else str(err)
+            raise ValueError(
+                f"{path} is not a readable circuit file ({detail}); write one with `circuit-transfer discover --out`."
+            ) from None
 
     def _repr_html_(self) -> str:
         """Inline display in Jupyter: the relevance grid with the selected heads marked."""

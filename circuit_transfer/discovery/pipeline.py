@@ -7,11 +7,11 @@ from typing import Any
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
+from circuit_transfer.choices import SELECTIONS
 from circuit_transfer.discovery.baseline import Baseline, Examples, Positions, make_baseline
 from circuit_transfer.discovery.circuit import Circuit
 from circuit_transfer.discovery.relevance import Estimator, HeadScores, Score, head_relevance
 from circuit_transfer.discovery.selection import (
-    SELECTIONS,
     iterative_search,
     resolve_k,
     select_near_zero,
@@ -45,6 +45,7 @@ def discover(
     chunk_size: int | None = None,
     scores: HeadScores | None = None,
     stabilize: bool = False,
+    progress: bool = False,
 ) -> Circuit:
     """Find a circuit of `model` for `task` on the discovery set `examples`.
 
@@ -54,6 +55,7 @@ def discover(
             or "iterative" (CD-T directional scores only; `rounds`, `k_next`).
         scores: precomputed scores to select from (skips relevance).
         stabilize: CD-T's sign-stability rule (see `head_relevance`); use it on deep gated models.
+        progress: a progress bar over the relevance batches (tqdm, on stderr).
     """
     if selection not in SELECTIONS:
         raise ValueError(f"Unknown selection {selection!r}: use one of {', '.join(SELECTIONS)}.")
@@ -83,6 +85,7 @@ def discover(
             margin=margin,
             attention=attention,
             scores=scores,
+            progress=progress,
             **common,
         )
     if scores is None:
@@ -97,6 +100,7 @@ def discover(
             estimator=estimator,
             attention=attention,
             stabilize=stabilize,
+            progress=progress,
             **common,
         )
     if selection == "top-k":

@@ -33,8 +33,10 @@ from typing import Any, Literal
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
+from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
+from circuit_transfer.choices import ESTIMATORS, SCORES
 from circuit_transfer.discovery.baseline import Baseline, Examples, Positions, batches_for, make_baseline
 from circuit_transfer.io import atomic_write_json, read_json
 from circuit_transfer.readout import Margin, TaskBatch, label_logits
@@ -42,8 +44,6 @@ from circuit_transfer.tasks import Task
 
 Score = Literal["directional", "cdt-ratio"]
 Estimator = Literal["cdt", "attribution"]
-SCORES: tuple[str, ...] = ("directional", "cdt-ratio")
-ESTIMATORS: tuple[str, ...] = ("cdt", "attribution")
 Head = tuple[int, int]
 
 
@@ -269,6 +269,7 @@ def head_relevance(
     lang: str | None = None,
     bias: str = "magnitude",
     stabilize: bool = False,
+    progress: bool = False,
 ) -> HeadScores:
     """Score every head of `model` on the discovery set `examples` (see module doc).
 
@@ -282,6 +283,7 @@ def head_relevance(
             "irrelevant" (all biases to gamma); recorded in `extra`.
         stabilize: CD-T's sign-stability rule (estimator "cdt"); needed on deep gated models such
             as SmolLM2-135M, where early heads' relevant parts otherwise overflow (the engine warns).
+        progress: show a progress bar over the batches (tqdm, on stderr).
     """
     if score not in SCORES:
         raise ValueError(f"Unknown score {score!r}: use one of {', '.join(SCORES)}.")
@@ -300,7 +302,7 @@ def head_relevance(
     was_training = model.training
     model.eval()
     try:
-        for batch in batches:
+        for batch in tqdm(batches, desc="head relevance", unit="batch", disable=not progress, leave=False):
             per_ex = _batch_scores(
                 model, batch, base, heads, score, margin, estimator, attention, chunk_size, bias, stabilize
             )

@@ -41,8 +41,6 @@ from circuit_transfer.discovery.relevance import (
 from circuit_transfer.readout import Margin, TaskBatch
 from circuit_transfer.tasks import Task
 
-SELECTIONS: tuple[str, ...] = ("top-k", "threshold", "near-zero", "random", "iterative")
-
 
 def resolve_k(k: int | float, n_layers: int, n_heads: int) -> int:
     """The number of heads meant by `k` (count or fraction); ValueError naming both numbers."""
@@ -210,6 +208,7 @@ def iterative_search(
     batch_size: int = 16,
     max_len: int = 128,
     chunk_size: int | None = None,
+    progress: bool = False,
 ) -> Circuit:
     """CD-T's iterative search with task-directional relevance (see module doc).
 
@@ -236,6 +235,7 @@ def iterative_search(
             batch_size=batch_size,
             max_len=max_len,
             chunk_size=chunk_size,
+            progress=progress,
         )
     n_first = resolve_k(k, cfg.n_layers, cfg.n_heads)
     n_next = resolve_k(k if k_next is None else k_next, cfg.n_layers, cfg.n_heads)

@@ -16,17 +16,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import AutoTokenizer
 
-from circuit_transfer.io import read_json
+from circuit_transfer.io import atomic_write_dir, read_json
 from circuit_transfer.models.tokenizer import attach_tokenizer
 
 MARKER = "circuit_transfer.json"
@@ -109,22 +108,7 @@ def save_checkpoint(
             raise FileExistsError(f"{out} exists; pass overwrite=True to replace it")
         if not out.is_dir() or (any(out.iterdir()) and not is_checkpoint_dir(out)):
             raise FileExistsError(f"{out} exists and is not a circuit-transfer checkpoint; not replacing it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    old: Path | None = None
-    try:
-        _write_checkpoint(model, tmp, metadata)
-        if out.exists():
-            old = out.with_name(f"{tmp.name}.old")
-            os.replace(out, old)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old is not None and not out.exists():
-            os.replace(old, out)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    atomic_write_dir(out, lambda tmp: _write_checkpoint(model, tmp, metadata))
     return out
 
 
@@ -191,7 +175,12 @@ def load_checkpoint(
     cfg.init_weights = False  # the weights come from the file
     model = HookedTransformer(cfg, move_to_device=True)
     cfg.init_weights = init_weights
-    state = load_file(str(path / WEIGHTS), device=str(cfg.device))
+    try:
+        state = load_file(str(path / WEIGHTS), device=str(cfg.device))
+    except SafetensorError as err:  # its message names no file
+        raise CheckpointError(
+            f"{path / WEIGHTS} is unreadable ({err}): it may be truncated; {_FIX}"
+        ) from None
     expected = {name for name, _ in model.named_parameters()}
     missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
     if missing or unexpected:

@@ -106,11 +106,22 @@ def _examples(run: RunDir, langs: list[str], index: int, data_dir) -> dict[str, 
 
     split = train_eval_splits(run.task.name)[2]
     anchor_rows = load_split(run.task.name, run.proxy_lang, split, data_dir)
-    anchor = anchor_rows[index % len(anchor_rows)]
+    if not 0 <= index < len(anchor_rows):
+        raise ValueError(
+            f"example index {index} is out of range: {run.task.name}/{run.proxy_lang} {split} has "
+            f"{len(anchor_rows)} sentences; choose 0 <= --example < {len(anchor_rows)}."
+        )
+    anchor = anchor_rows[index]
     out = {}
     for lang in langs:
         rows = anchor_rows if lang == run.proxy_lang else load_split(run.task.name, lang, split, data_dir)
-        out[lang] = next((r for r in rows if r.id == anchor.id), rows[index % len(rows)])
+        match = next((r for r in rows if r.id == anchor.id), None)
+        if match is None and index >= len(rows):
+            raise ValueError(
+                f"example {index} (id {anchor.id}) has no parallel sentence in {run.task.name}/{lang} {split}, "
+                f"which has {len(rows)} sentences; choose --example < {len(rows)}."
+            )
+        out[lang] = match if match is not None else rows[index]
     return out
 
 
@@ -155,14 +166,14 @@ def build_report(run_dir: str | Path, data_dir=None, example_index: int = 0, max
     from circuit_transfer.models import load_model
 
     run = RunDir.read(run_dir)
+    targets = run.targets()
+    langs = list(dict.fromkeys([run.proxy_lang, *targets, *run.circuits]))
+    examples = _examples(run, langs, example_index, data_dir)
     model = load_model(str(run.proxy))
     model.eval()
     proxy_circuit = run.proxy_circuit
     for circuit in run.circuits.values():
         circuit.validate(model)
-    targets = run.targets()
-    langs = list(dict.fromkeys([run.proxy_lang, *targets, *run.circuits]))
-    examples = _examples(run, langs, example_index, data_dir)
     cfg = model.cfg
 
     parts = [
