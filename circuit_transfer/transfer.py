@@ -4,14 +4,14 @@ Every method starts from the same proxy checkpoint and gets the same target-lang
 subset, seed, schedule and epoch selection (on the target valid split); only the set of parameters
 that may change differs:
 
-| method      | trainable                                                   |
-|-------------|-------------------------------------------------------------|
-| `ct-sft`    | the circuit's heads (Q, K, V, O slices) + LayerNorm         |
-| `near-zero` | the k heads with the smallest |relevance| + LayerNorm       |
-| `random`    | k seeded random heads + LayerNorm                           |
-| `ln-only`   | LayerNorm only                                              |
-| `full`      | everything (continued full fine-tuning)                     |
-| `zero-shot` | nothing: evaluation only                                    |
+| method      | trainable                                                                 |
+|-------------|---------------------------------------------------------------------------|
+| `ct-sft`    | the circuit's heads (Q, K, V, O slices) + LayerNorm                       |
+| `near-zero` | the k heads outside the circuit with the smallest |relevance| + LayerNorm |
+| `random`    | k seeded random heads + LayerNorm                                         |
+| `ln-only`   | LayerNorm only                                                            |
+| `full`      | everything (continued full fine-tuning)                                   |
+| `zero-shot` | nothing: evaluation only                                                  |
 
 A run evaluates target test and proxy test (and any extra retention languages) before and after,
 and writes `result.json` (atomically) plus `delta.safetensors`, the adapter-only delta: just the
@@ -76,7 +76,12 @@ class TransferSpec:
 
 
 def heads_for(method: str, circuit: Circuit | None, model, seed: int):
-    """The head set a method trains: the circuit, its near-zero complement, random heads, none, or FULL."""
+    """The head set a method trains: the circuit, its near-zero complement, random heads, none, or FULL.
+
+    near-zero: the k = len(circuit) heads with the smallest |score| among the heads outside the
+    circuit (circuit heads only once those run out), so "CT-SFT vs near-zero" never trains the
+    same head in both arms when k <= half the heads. random: `select_random(..., k, seed)`.
+    """
     if method == "full":
         return FULL
     if method in ("ln-only", "zero-shot"):
@@ -97,7 +102,7 @@ def heads_for(method: str, circuit: Circuit | None, model, seed: int):
     if method == "near-zero":
         if circuit.scores is None:
             raise ValueError("The near-zero control needs the circuit's head scores; this circuit has none.")
-        return list(select_near_zero(circuit.scores, k).heads)
+        return list(select_near_zero(circuit.scores, k, avoid=circuit.heads).heads)
     return list(select_random(model.cfg.n_layers, model.cfg.n_heads, k, seed).heads)
 
 
@@ -211,11 +216,7 @@ def transfer(
     record.update(
         before=before,
         after=after,
-        target_accuracy=after[spec.target]["accuracy"],
-        target_macro_f1=after[spec.target]["macro_f1"],
-        proxy_accuracy_before=before[proxy_lang]["accuracy"],
-        proxy_accuracy_after=after[proxy_lang]["accuracy"],
-        forgetting=before[proxy_lang]["accuracy"] - after[proxy_lang]["accuracy"],
+        **outcome(before, after, spec.target, proxy_lang),
         params_trainable=n_trainable,
         params_total=n_total,
         params_trainable_fraction=n_trainable / n_total,
@@ -238,6 +239,21 @@ def transfer(
 
         atomic_write_dir(out, write)
     return record
+
+
+def outcome(before: Mapping[str, dict], after: Mapping[str, dict], target: str, proxy_lang: str) -> dict:
+    """A run's headline numbers from its test scores by language, before and after training.
+
+    forgetting = proxy accuracy before - proxy accuracy after (positive: the proxy language got
+    worse; method.md §7 explains why it is confounded on parallel data).
+    """
+    return {
+        "target_accuracy": after[target]["accuracy"],
+        "target_macro_f1": after[target]["macro_f1"],
+        "proxy_accuracy_before": before[proxy_lang]["accuracy"],
+        "proxy_accuracy_after": after[proxy_lang]["accuracy"],
+        "forgetting": before[proxy_lang]["accuracy"] - after[proxy_lang]["accuracy"],
+    }
 
 
 def _n_params(model) -> int:

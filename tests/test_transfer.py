@@ -7,12 +7,13 @@ import torch
 
 from circuit_transfer.data import load_split
 from circuit_transfer.delta import apply_delta, load_delta
-from circuit_transfer.discovery import Circuit
+from circuit_transfer.discovery import Circuit, HeadScores, select_random, select_top_k
 from circuit_transfer.io import read_json
 from circuit_transfer.masking import head_grad_masks
 from circuit_transfer.models import TinyModelSpec, build_tiny_model, load_model, save_checkpoint
 from circuit_transfer.readout import encode
 from circuit_transfer.tasks import get_task
+from circuit_transfer.optim import OptimConfig
 from circuit_transfer.train import TrainConfig
 from circuit_transfer.transfer import TransferSpec, transfer
 
@@ -116,6 +117,32 @@ def test_random_control_is_seeded_and_the_same_size(proxy_dir, circuit, tmp_path
         proxy_dir, TransferSpec("random", "jav", 16, seed=3, n_test=24, config=FAST), circuit, task=TASK
     )
     assert a["heads"] == b["heads"] and len(a["heads"]) == 2
+    # the run's seed reaches the draw: seed 3's heads, which are not seed 0's
+    assert a["heads"] == [list(h) for h in select_random(2, 4, 2, seed=3).heads]
+    assert a["heads"] != [list(h) for h in select_random(2, 4, 2, seed=0).heads]
+
+
+def test_near_zero_run_trains_the_smallest_abs_heads_outside_the_circuit(proxy_dir, tmp_path):
+    values = torch.tensor([[2.0, -0.01, 0.5, -0.3], [0.02, 3.0, -0.2, 1.0]])
+    scores = HeadScores(scores=values, model_name="tiny", n_layers=2, n_heads=4)
+    scored = select_top_k(scores, 2)  # L1H1 (3.0), L0H0 (2.0)
+    record = _run(proxy_dir, scored, "near-zero", tmp_path)
+    assert record["heads"] == [[0, 1], [1, 0]] and record["k"] == 2  # |-0.01|, |0.02|
+
+
+def test_params_changed_counts_the_entries_that_differ_from_the_proxy(proxy_dir, circuit, tmp_path):
+    """Full fine-tuning without weight decay: embedding rows of tokens absent from the data get a
+    zero gradient, so they are trainable but do not change (trainable != changed)."""
+    config = TrainConfig(
+        epochs=1, batch_size=8, max_len=48, start_is_candidate=False, optim=OptimConfig(weight_decay=0.0)
+    )
+    spec = TransferSpec("full", "jav", 16, n_test=24, config=config)
+    record = transfer(proxy_dir, spec, circuit, out=tmp_path / "full", task=TASK)
+    proxy, trained = load_model(proxy_dir), load_model(proxy_dir)
+    apply_delta(trained, load_delta(tmp_path / "full" / "delta.safetensors")[0])
+    before, after = dict(proxy.named_parameters()), dict(trained.named_parameters())
+    n_differ = sum(int(after[name].ne(before[name]).sum()) for name in before)
+    assert 0 < record["params_changed"] == n_differ < record["params_trainable"] == record["params_total"]
 
 
 def test_bad_input_is_refused_clearly(proxy_dir, circuit, tmp_path):

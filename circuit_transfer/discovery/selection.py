@@ -22,6 +22,7 @@ after `rounds` rounds or when no earlier head is left.
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -99,10 +100,20 @@ def select_threshold(scores: HeadScores, t: float | int) -> Circuit:
     return _circuit(scores, heads, "threshold", {"threshold": t})
 
 
-def select_near_zero(scores: HeadScores, k: int | float) -> Circuit:
-    """The `k` heads with the smallest |score| (the near-zero-relevance control)."""
+def select_near_zero(scores: HeadScores, k: int | float, avoid: Iterable[Head] = ()) -> Circuit:
+    """The `k` heads with the smallest |score| (the near-zero-relevance control).
+
+    Heads in `avoid` (the circuit the control is compared with) are taken only after every other
+    head, so the control is disjoint from that circuit whenever k <= n_heads_total - len(avoid).
+    """
     n = resolve_k(k, scores.n_layers, scores.n_heads)
-    return _circuit(scores, _ranked(scores.scores.abs(), descending=False)[:n], "near-zero", {"k": n})
+    avoided = {(int(ly), int(h)) for ly, h in avoid}
+    ranked = _ranked(scores.scores.abs(), descending=False)
+    heads = [hd for hd in ranked if hd not in avoided] + [hd for hd in ranked if hd in avoided]
+    params: dict[str, Any] = {"k": n}
+    if avoided:
+        params["avoid"] = [list(hd) for hd in sorted(avoided)]
+    return _circuit(scores, heads[:n], "near-zero", params)
 
 
 def select_random(
