@@ -14,6 +14,15 @@ long as its gradient and its moments m, v are zero. The optimizer enforces both:
 - moments loaded from a checkpoint (`load_state_dict`) are zeroed at masked entries, so a state
   saved by an unmasked run cannot leak momentum into frozen heads.
 
+Weight decay follows torch's AdamW, not "masked" semantics: in a step, a tensor whose gradient
+is None (backward did not reach it) is neither decayed nor updated, and a tensor with a gradient
+is decayed over every entry its mask allows, including entries whose gradient happens to be 0.
+Why: with no mask, `MaskedAdamW` is then torch's AdamW bit for bit (tested, also on steps with
+missing and all-zero gradients), so the methods compared in `transfer` differ only by their
+masks; decaying only entries with a non-zero gradient would make the update depend on which
+tokens a batch happens to hold, and decaying tensors without a gradient would shrink weights that
+the data never touched.
+
 Parameters with no trainable entry must have `requires_grad=False` (as `masked_training` sets
 it): they are left out of the optimizer and hold no state. Partially trainable tensors (head-
 masked W_Q, ...) hold full-size state; `optimizer_state_bytes()` reports the total.

@@ -89,3 +89,42 @@ def test_trainable_entries_without_requires_grad_are_an_error():
     model.blocks[0].attn.W_Q.requires_grad_(False)
     with pytest.raises(ValueError, match="requires_grad=False"):
         MaskedAdamW(model, total_steps=2, masks=masks)
+
+
+
+DECAY = OptimConfig(lr=1e-2, weight_decay=0.5, max_grad_norm=None, schedule="constant", warmup_fraction=0.0)
+
+
+def _partial_loss(model):
+    """A loss that reaches only layer 1's W_Q and ln_final.w, plus a zero-gradient path to W_V."""
+    attn = model.blocks[1].attn
+    return attn.W_Q.pow(2).sum() + model.ln_final.w.pow(2).sum() + 0.0 * attn.W_V.sum()
+
+
+def test_a_trainable_tensor_without_gradient_this_step_is_not_decayed():
+    """AdamW semantics (optim.py): a tensor backward did not reach (`.grad is None`) is neither
+    decayed nor moved; one whose gradient is zero is decayed, as torch's AdamW does."""
+    model = make_model("gpt2-like")
+    with masked_training(model, [(0, 1), (1, 2)]) as tset:
+        opt = MaskedAdamW(model, DECAY, total_steps=3, masks=tset.masks)
+        for step in range(3):
+            before = {n: p.detach().clone() for n, p in model.named_parameters()}
+            _partial_loss(model).backward()
+            opt.step()
+            moved = {n for n, p in model.named_parameters() if not torch.equal(p.detach(), before[n])}
+            assert moved == {"blocks.1.attn.W_Q", "blocks.1.attn.W_V", "ln_final.w"}, step
+            assert "blocks.0.attn.W_Q" in opt.names and "blocks.1.ln1.w" in opt.names  # trainable
+
+
+def test_steps_with_missing_and_zero_gradients_equal_torch_adamw_bit_for_bit():
+    ours, ref = make_model("gpt2-like"), make_model("gpt2-like")
+    opt = MaskedAdamW(ours, DECAY, total_steps=3)
+    torch_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2, weight_decay=0.5, betas=DECAY.betas, eps=DECAY.eps)
+    for step in range(3):
+        (lm_loss(ours, batch(step)) if step == 0 else _partial_loss(ours)).backward()
+        opt.step()
+        (lm_loss(ref, batch(step)) if step == 0 else _partial_loss(ref)).backward()
+        torch_opt.step()
+        torch_opt.zero_grad()
+    for (name, a), b in zip(ours.named_parameters(), ref.parameters()):
+        assert torch.equal(a, b), name
