@@ -22,6 +22,7 @@ from circuit_transfer.discovery.faithfulness import (
     TaskMetric,
     ablated_label_logits,
     ablated_metric,
+    distinct_random_circuits,
     faithfulness,
     faithfulness_curve,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "cdt_label_beta",
     "compare",
     "discover",
+    "distinct_random_circuits",
     "faithfulness",
     "faithfulness_curve",
     "head_name",

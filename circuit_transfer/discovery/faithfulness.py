@@ -148,7 +148,8 @@ def faithfulness(
 class FaithfulnessCurve:
     """Faithfulness of the top-k circuits and of random circuits of the same sizes.
 
-    `random[i]` holds the `n_random` seeded random circuits' faithfulness at `sizes[i]`.
+    `random[i]` holds the `n_random` seeded random circuits' faithfulness at `sizes[i]`, and
+    `random_heads[i]` those circuits' heads (so a reader can check they are distinct draws).
     """
 
     sizes: list[int]
@@ -166,6 +167,7 @@ class FaithfulnessCurve:
     baseline: str
     margin: str
     scores: dict[str, Any] = field(default_factory=dict)
+    random_heads: list[list[list[list[int]]]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -183,6 +185,28 @@ class FaithfulnessCurve:
             }
             for i, k in enumerate(self.sizes)
         ]
+
+
+def distinct_random_circuits(n_layers: int, n_heads: int, k: int, n: int, seed: int = 0) -> list[Circuit]:
+    """`n` seeded random circuits of `k` heads, pairwise distinct as far as C(n_heads_total, k) allows.
+
+    Draw j is `select_random(..., seed + t)` for the smallest t that gives a head set not drawn
+    before; once every possible set has been drawn (e.g. k = all heads), repeats are kept, so a
+    curve still holds `n` values per size. Without this, two seeds drawing the same set would make
+    the random spread look smaller than it is.
+    """
+    n_possible = math.comb(n_layers * n_heads, k)
+    drawn: list[Circuit] = []
+    seen: set[tuple] = set()
+    for s in range(seed, seed + 1000 * n):
+        if len(drawn) == n:
+            break
+        circuit = select_random(n_layers, n_heads, k, s)
+        if circuit.heads in seen and len(seen) < n_possible:
+            continue
+        seen.add(circuit.heads)
+        drawn.append(circuit)
+    return drawn
 
 
 def faithfulness_curve(
@@ -203,7 +227,8 @@ def faithfulness_curve(
 
     Args:
         sizes: circuit sizes (counts or fractions); default 1, 2, 4, ... up to all heads.
-        seed: random circuit j of a size uses seed `seed + j`.
+        seed: the random circuits of a size are the first `n_random` distinct draws of
+            `select_random` with seeds `seed, seed + 1, ...` (see `distinct_random_circuits`).
     """
     cfg = model.cfg
     n_total = cfg.n_layers * cfg.n_heads
@@ -222,14 +247,14 @@ def faithfulness_curve(
         m = ablated_metric(model, batches, circuit.mask(), base, margin)
         return _normalise(m.margin, m_full.margin, m_empty.margin), m.accuracy
 
-    top, top_acc, rand = [], [], []
+    top, top_acc, rand, rand_heads = [], [], [], []
     for k in ks:
         f, acc = faith(select_top_k(scores, k))
         top.append(f)
         top_acc.append(acc)
-        rand.append(
-            [faith(select_random(cfg.n_layers, cfg.n_heads, k, seed + j))[0] for j in range(n_random)]
-        )
+        drawn = distinct_random_circuits(cfg.n_layers, cfg.n_heads, k, n_random, seed)
+        rand.append([faith(c)[0] for c in drawn])
+        rand_heads.append([[list(h) for h in c.heads] for c in drawn])
     return FaithfulnessCurve(
         sizes=ks,
         top_k=top,
@@ -246,4 +271,5 @@ def faithfulness_curve(
         baseline=base.name,
         margin=margin,
         scores={"score": scores.score, "estimator": scores.estimator, "baseline": scores.baseline},
+        random_heads=rand_heads,
     )

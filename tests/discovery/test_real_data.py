@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from circuit_transfer.data import load_split
 from circuit_transfer.discovery import Circuit, discover, faithfulness, head_relevance, label_balanced_mean
 from circuit_transfer.models import TinyModelSpec, build_tiny_model, save_checkpoint
+from circuit_transfer.readout import encode, label_logits, task_margin
 from circuit_transfer.tasks import balanced_sample, get_task
 
 pytestmark = pytest.mark.slow
@@ -29,9 +31,15 @@ def test_full_is_one_and_empty_is_zero_on_real_data(tiny):
     model, examples = tiny
     full = faithfulness(model, TASK, Circuit.full(model), examples, max_len=48)
     empty = faithfulness(model, TASK, Circuit.empty(model), examples, max_len=48)
-    assert full.faithfulness == 1.0
+    assert full.faithfulness == 1.0  # by construction (documentation); the checks below can fail
     assert empty.faithfulness == 0.0
     assert full.n_examples == 12
+    batch = encode(model.tokenizer, TASK, examples, max_len=48)
+    with torch.no_grad():
+        scores = label_logits(model(batch.tokens, attention_mask=batch.attention_mask), batch)
+    assert full.full.margin == pytest.approx(float(task_margin(scores, batch.labels).mean()), abs=1e-4)
+    assert full.full.accuracy == pytest.approx(float((scores.argmax(-1) == batch.labels).double().mean()))
+    assert empty.empty == full.empty and empty.circuit == full.empty and full.circuit == full.full
 
 
 def test_bad_discovery_sets(tiny):
