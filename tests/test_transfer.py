@@ -11,9 +11,9 @@ from circuit_transfer.discovery import Circuit, HeadScores, select_random, selec
 from circuit_transfer.io import read_json
 from circuit_transfer.masking import head_grad_masks
 from circuit_transfer.models import TinyModelSpec, build_tiny_model, load_model, save_checkpoint
+from circuit_transfer.optim import OptimConfig
 from circuit_transfer.readout import encode
 from circuit_transfer.tasks import get_task
-from circuit_transfer.optim import OptimConfig
 from circuit_transfer.train import TrainConfig
 from circuit_transfer.transfer import TransferSpec, transfer
 

@@ -55,7 +55,9 @@ DOCUMENTED = {
         stabilize=False,
     ),
     faithfulness: dict(baseline="label-balanced", margin="mean", positions="pooled"),
-    faithfulness_curve: dict(baseline="label-balanced", margin="mean", positions="pooled", n_random=5, seed=0),
+    faithfulness_curve: dict(
+        baseline="label-balanced", margin="mean", positions="pooled", n_random=5, seed=0
+    ),
     iterative_search: dict(baseline="label-balanced", rounds=2, k_next=None, margin="mean"),
     make_baseline: dict(positions="pooled", within_class="tokens"),
     label_balanced_mean: dict(positions="pooled", within_class="tokens"),

@@ -91,7 +91,6 @@ def test_trainable_entries_without_requires_grad_are_an_error():
         MaskedAdamW(model, total_steps=2, masks=masks)
 
 
-
 DECAY = OptimConfig(lr=1e-2, weight_decay=0.5, max_grad_norm=None, schedule="constant", warmup_fraction=0.0)
 
 
@@ -119,7 +118,9 @@ def test_a_trainable_tensor_without_gradient_this_step_is_not_decayed():
 def test_steps_with_missing_and_zero_gradients_equal_torch_adamw_bit_for_bit():
     ours, ref = make_model("gpt2-like"), make_model("gpt2-like")
     opt = MaskedAdamW(ours, DECAY, total_steps=3)
-    torch_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2, weight_decay=0.5, betas=DECAY.betas, eps=DECAY.eps)
+    torch_opt = torch.optim.AdamW(
+        ref.parameters(), lr=1e-2, weight_decay=0.5, betas=DECAY.betas, eps=DECAY.eps
+    )
     for step in range(3):
         (lm_loss(ours, batch(step)) if step == 0 else _partial_loss(ours)).backward()
         opt.step()
