@@ -50,7 +50,8 @@ class TransferSpec:
         method: one of METHODS.
         target: target language code.
         n_train: target training examples (a seeded, label-stratified subset of the train split).
-        seed: seeds the subset, the random-head control and training.
+        seed: seeds the training subset and the random-head control (training's shuffling follows
+            `config.seed`; the analyses sweep sets both to the run's seed).
         retention_langs: extra languages whose test accuracy is measured before and after
             (forgetting where target data cannot help, method.md §7).
         n_test: cap on test examples per language (None: the whole split).
