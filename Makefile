@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export CT_DATA_DIR ?= $(shell [ -d ../shared/data ] && cd ../shared/data && pwd)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench mutants clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -33,9 +33,14 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python analyses/bench_discovery.py
 	OMP_NUM_THREADS=1 $(BIN)/python analyses/bench_masking.py --model smollm2-135m --batch 8 --seq 64 --steps 8
 
+## Mutation testing (not in CI; ~30-60 min on one core): planted bugs vs the fast tests, survivors
+## written to analyses/results/mutants/survivors.md. One mutant: `$(BIN)/python tools/mutants.py --only ID`.
+mutants: $(STAMP)
+	OMP_NUM_THREADS=1 nice -n 19 $(BIN)/python tools/mutants.py
+
 lint: $(STAMP)
-	$(BIN)/ruff check circuit_transfer tests analyses
-	$(BIN)/ruff format --check circuit_transfer tests analyses
+	$(BIN)/ruff check circuit_transfer tests analyses tools
+	$(BIN)/ruff format --check circuit_transfer tests analyses tools
 
 clean:
 	rm -rf runs .pytest_cache

@@ -30,6 +30,7 @@ CASES = [
     for layout in LAYOUTS
     if not (family == "bloom_alibi" and layout == "middle")
 ] + [("gpt2", "left", "frozen"), ("llama_gqa", "middle", "frozen")]
+CHUNKS = {("llama_gqa", "left", "decomposed"): 2}  # rows of 2 examples: the masks are sliced per chunk
 RECORD = "blocks.2.hook_resid_post"
 
 
@@ -44,7 +45,10 @@ def test_real_positions_equal_the_example_alone(family: str, layout: str, attent
     model = build_model(family, 3)
     tokens, mask = _batch(model, layout)
     mu = random_baseline(model, 3)
-    out = decompose_heads(model, tokens, HEADS, mu, attention, record=[RECORD], attention_mask=mask)
+    chunk = CHUNKS.get((family, layout, attention))
+    out = decompose_heads(
+        model, tokens, HEADS, mu, attention, record=[RECORD], attention_mask=mask, chunk_size=chunk
+    )
     logits = model(tokens, attention_mask=mask)
     for i in range(len(tokens)):
         real = mask[i].bool()

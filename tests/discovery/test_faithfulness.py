@@ -91,6 +91,10 @@ def test_ablation_patches_the_baseline_mu_not_zero(planted_model):
     assert with_zero.empty.margin == 0.0
     assert abs(with_mu.empty.margin - with_zero.empty.margin) > 0.5
     assert with_mu.faithfulness != pytest.approx(with_zero.faithfulness)
+    with_max = faithfulness(planted_model, None, circuit, batch, baseline=mu, margin="max")
+    m_max = task_margin(expected.expand(len(batch), -1), batch.labels, "max").mean()
+    assert with_max.empty.margin == pytest.approx(float(m_max), abs=1e-5) and with_max.margin == "max"
+    assert abs(float(m_max) - float(m_empty)) > 0.1
 
 
 def test_random_circuits_of_a_curve_are_distinct_seeded_draws(planted_model, planted_data):

@@ -6,7 +6,15 @@ import pytest
 import torch
 from discovery_planted import DISTRACTOR, MOVER, PLANTED, READER, build_planted_model, planted_batch
 
-from circuit_transfer.discovery import HeadScores, head_relevance, iterative_search, select_top_k
+from circuit_transfer.discovery import (
+    HeadScores,
+    cdt_label_beta,
+    head_relevance,
+    iterative_search,
+    make_baseline,
+    select_top_k,
+    task_weights,
+)
 
 
 @pytest.mark.parametrize("estimator", ["cdt", "attribution"])
@@ -56,3 +64,16 @@ def test_iterative_search_finds_a_head_that_acts_only_through_the_target():
     assert set(circuit.heads) == {READER, MOVER}
     assert circuit.method == "iterative"
     assert circuit.params["history"][1]["heads"] == [list(MOVER)]
+    two_rounds = iterative_search(model, None, data, k=1, k_next=1, rounds=2, scores=scores)
+    assert set(two_rounds.heads) == {READER, MOVER} and len(two_rounds.params["history"]) == 2
+
+
+def test_stderr_is_the_standard_error_over_examples(planted_model, planted_data):
+    """By hand: per-example directional scores of the layer-1 heads, std (n - 1) / sqrt(n)."""
+    base = make_baseline(planted_model, "label-balanced", planted_data)
+    scores = head_relevance(planted_model, None, planted_data, base)
+    beta, full = cdt_label_beta(planted_model, planted_data, base, [(1, h) for h in range(4)])
+    per_example = torch.einsum("sbk,bk->sb", beta, task_weights(full, planted_data.labels))
+    n = per_example.shape[1]
+    torch.testing.assert_close(scores.scores[1], per_example.mean(1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(scores.stderr[1], per_example.std(1) / n**0.5, rtol=1e-4, atol=1e-6)

@@ -48,3 +48,20 @@ def test_bad_k_names_both_numbers(k):
 def test_bad_fraction(k):
     with pytest.raises(ValueError, match="fraction must be in"):
         resolve_k(k, 2, 3)
+
+
+def test_fractions_round_to_the_nearest_count():
+    assert [resolve_k(f, 2, 4) for f in (0.01, 0.2, 0.35, 0.45, 1.0)] == [1, 2, 3, 4, 8]
+
+
+def test_discover_routes_each_selection_with_its_seed(planted_model, planted_data):
+    from circuit_transfer.discovery import discover, head_relevance
+
+    scores = head_relevance(planted_model, None, planted_data)
+    run = lambda selection, **kw: discover(  # noqa: E731
+        planted_model, None, planted_data, k=3, selection=selection, scores=scores, **kw
+    )
+    assert run("top-k").heads == select_top_k(scores, 3).heads
+    assert run("near-zero").heads == select_near_zero(scores, 3).heads
+    assert run("random", seed=5).heads == select_random(2, 4, 3, seed=5).heads
+    assert run("random", seed=5).heads != select_random(2, 4, 3, seed=0).heads
