@@ -373,8 +373,8 @@ MUTANTS: list[Mutant] = [
     M(
         "norm-bias-dropped",
         "circuit_transfer/cdt/rules.py",
-        "bias = nonzero(module.b) if isinstance(module, LayerNorm) else None",
-        "bias = None",
+        "return linear(beta_hat * n.weight, normalized * n.weight, n.bias, rules)",
+        "return linear(beta_hat * n.weight, normalized * n.weight, None, rules)",
         CDT,
     ),
     # ---- cdt/engine.py
@@ -395,28 +395,28 @@ MUTANTS: list[Mutant] = [
     M(
         "gqa-repeat-order",
         "circuit_transfer/cdt/engine.py",
-        'k,\n                    "src batch pos kv d_head -> src batch pos (kv group) d_head",',
-        'k,\n                    "src batch pos kv d_head -> src batch pos (group kv) d_head",',
+        'k, "src batch pos kv d_head -> src batch pos (kv group) d_head", group=attn.repeat',
+        'k, "src batch pos kv d_head -> src batch pos (group kv) d_head", group=attn.repeat',
         CDT,
     ),
     M(
         "attn-scale-multiplied",
         "circuit_transfer/cdt/engine.py",
-        "R.masked_softmax(scores / attn.attn_scale, mask)",
-        "R.masked_softmax(scores * attn.attn_scale, mask)",
+        "R.masked_softmax(scores / attn.scale, mask)",
+        "R.masked_softmax(scores * attn.scale, mask)",
         CDT,
     ),
     M(
         "b_O-share-on-full",
         "circuit_transfer/cdt/engine.py",
-        "R.linear(w_beta, full - attn.b_O, R.nonzero(attn.b_O), self.rules)",
-        "R.linear(w_beta, full, R.nonzero(attn.b_O), self.rules)",
+        "R.linear(w_beta, _minus(full, b_O), b_O, self.rules)",
+        "R.linear(w_beta, full, b_O, self.rules)",
         CDT,
     ),
     M(
         "b_out-share-on-full",
         "circuit_transfer/cdt/engine.py",
-        'cast(Tensor, c(p + "hook_mlp_out")) - mlp.b_out',
+        '_minus(cast(Tensor, c(p + "hook_mlp_out")), mlp.b_out)',
         'cast(Tensor, c(p + "hook_mlp_out"))',
         CDT,
     ),
@@ -430,8 +430,8 @@ MUTANTS: list[Mutant] = [
     M(
         "source-layer-parallel-mlp",
         "circuit_transfer/cdt/engine.py",
-        "if self.cfg.attn_only or self.cfg.parallel_attn_mlp",
-        "if self.cfg.attn_only",
+        "if blk.mlp is None or blk.parallel else",
+        "if blk.mlp is None else",
         CDT,
     ),
     M(
@@ -443,9 +443,23 @@ MUTANTS: list[Mutant] = [
     ),
     M(
         "rotary-ignores-padding",
+        "circuit_transfer/cdt/rules.py",
+        "shifted = attention_mask.cumsum(dim=1) - 1",
+        "shifted = torch.arange(n_pos, device=device).expand(batch, n_pos)",
+        CDT,
+    ),
+    M(
+        "rotary-sin-sign",
+        "circuit_transfer/cdt/rules.py",
+        "_rotate_every_two(x_rot, rotary.adjacent_pairs) * sin",
+        "_rotate_every_two(x_rot, rotary.adjacent_pairs) * -sin",
+        CDT,
+    ),
+    M(
+        "chunk-positions-unsliced",
         "circuit_transfer/cdt/engine.py",
-        "attn.apply_rotary(flat, 0, self.attention_mask)",
-        "attn.apply_rotary(flat, 0, None)",
+        "                    position_ids[ex],\n",
+        "                    position_ids,\n",
         CDT,
     ),
     M(
