@@ -33,6 +33,9 @@ def test_reference_parts_add_up_to_clean_run(family: str, seed: int) -> None:
 
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_engine_parts_add_up_at_recorded_hooks(family: str) -> None:
+    """The engine's gamma is full - beta, so beta + gamma == full holds by construction; what can
+    fail here is the engine's own clean run (its cached full activations and logits against
+    `run_with_cache`). The rules are tested by the reference above and tests/cdt/test_cdt_engine_vs_reference.py."""
     model = build_model(family, 0)
     tokens = random_tokens(model)
     logits, cache = model.run_with_cache(tokens)
