@@ -122,6 +122,10 @@ def hooked_from_hf(
         fold_value_biases=False,
         refactor_factored_attn_matrices=False,
     )
+    # TransformerLens 3.9 builds the MoE router and experts as nn.Linear in torch's default dtype,
+    # whatever cfg.dtype says: a float64 MoE model would mix dtypes and fail in its first matmul.
+    if any(p.dtype != dtype for p in model.parameters()):
+        model.to(dtype)
     attach_tokenizer(model, tokenizer)
     model.eval()
     return model

@@ -289,9 +289,9 @@ FAMILIES: dict[str, Family] = {
         Family(
             "olmo",
             "OlmoForCausalLM",
-            _model(tf.OlmoConfig, tf.OlmoForCausalLM, **_rotary(intermediate_size=96, clip_qkv=None)),
-            "non-parametric LayerNorm, SwiGLU",
-            dict(normalization_type="LN", gated_mlp=True),
+            _model(tf.OlmoConfig, tf.OlmoForCausalLM, **_rotary(intermediate_size=96, clip_qkv=0.8)),
+            "non-parametric LayerNorm, SwiGLU, Q/K/V clipped (clip_qkv)",
+            dict(normalization_type="LN", gated_mlp=True, clip_qkv=0.8),
         ),
         Family(
             "olmo2",
