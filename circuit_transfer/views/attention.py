@@ -11,7 +11,9 @@ from transformer_lens import HookedTransformer
 from circuit_transfer.data import Example
 from circuit_transfer.discovery import Circuit
 from circuit_transfer.tasks import Task
+from circuit_transfer.views.colours import ATTENTION, attention_legend
 from circuit_transfer.views.inputs import check_circuit, head_label, prepare_prompt
+from circuit_transfer.views.page import View
 
 
 @torch.no_grad()
@@ -34,7 +36,7 @@ def circuit_attention(
     example: Example | str,
     task: Task,
     max_len: int = 128,
-):
+) -> View:
     """circuitsvis `attention_heads` of the circuit's heads on one prompt.
 
     Head names carry layer, head and relevance (`L7H3 +0.42`), highest relevance first when the
@@ -43,8 +45,11 @@ def circuit_attention(
     Args:
         example: an `Example` (rendered with the task's template) or the text to render.
 
+    Attention weights are drawn in grey (darker = more attention): red and blue are kept for
+    "toward" and "away from" the label in every view (`views.colours`).
+
     Returns:
-        circuitsvis `RenderedHTML`; write its `.local_src`, never `str()` (CDN, blank offline).
+        a `View` (legend + circuitsvis `attention_heads`); save it with `views.save_html`.
     """
     check_circuit(circuit, model)
     prompt = prepare_prompt(model, task, example, max_len)
@@ -52,9 +57,12 @@ def circuit_attention(
     order = list(range(len(circuit.heads)))
     if circuit.scores is not None:
         order.sort(key=lambda i: (-circuit.scores[circuit.heads[i]], i))
-    return circuitsvis.attention.attention_heads(
+    rendered = circuitsvis.attention.attention_heads(
         attention=patterns[order],
         tokens=prompt.str_tokens,
         attention_head_names=[head_label(circuit, circuit.heads[i]) for i in order],
         mask_upper_tri=True,
+        positive_color=ATTENTION,
+        negative_color=ATTENTION,
     )
+    return View(parts=(("", rendered),), legend=attention_legend())

@@ -1,7 +1,7 @@
 """Token contributions: how much each input token pushes the decision through the circuit's heads.
 
 Attribution (value-weighted attention, direct path). For a prompt whose readout position is t,
-the label y being read (gold label, or the model's prediction for a bare text) and each circuit
+the label y being read (the example's correct label, or the model's prediction for a bare text) and each circuit
 head s = (l, h) with attention pattern A_s and values v_s (`blocks.l.attn.hook_v`, b_V included):
 
     contribution_s(j) = A_s[t, j] * readout(v_s[j] @ W_O[l][h])
@@ -37,7 +37,9 @@ from circuit_transfer.discovery import Circuit, task_weights
 from circuit_transfer.discovery.relevance import Head
 from circuit_transfer.readout import Margin
 from circuit_transfer.tasks import Task
+from circuit_transfer.views.colours import AWAY, TOWARD, tokens_legend
 from circuit_transfer.views.inputs import check_circuit, head_label, prepare_prompt
+from circuit_transfer.views.page import View
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,8 @@ class TokenContributions:
         per_head: `[n_circuit_heads, pos]` contribution of each source token through each head.
         head_direct: each head's direct-path contribution from its output at the readout position
             (equals `per_head.sum(-1)`).
-        label: the label whose direction is read; `gold` says whether it is the gold label.
+        label: the label whose direction is read; `gold` says whether it is the example's correct
+            label (False: the model's prediction for a bare text).
     """
 
     str_tokens: list[str]
@@ -136,29 +139,40 @@ def contributions_view(
     per_head: bool = False,
     margin: Margin = "mean",
     max_len: int = 128,
-):
-    """circuitsvis `colored_tokens` of `token_contributions(...).total` (red pushes toward the label).
+) -> View:
+    """circuitsvis `colored_tokens` of `token_contributions(...).total`, with its legend.
 
-    With `per_head`, `colored_tokens_multi` with the total and one column per head (hover to switch).
-
-    Returns:
-        circuitsvis `RenderedHTML`; write its `.local_src`.
+    Red pushes toward the label read (the correct label, or the prediction for a bare text),
+    blue away from it (`views.colours`; circuitsvis's default colours are the opposite, so they
+    are passed explicitly). The strongest token of a view gets the full colour. With `per_head`,
+    the total and then one row per head, all heads on one scale (hover a token for its value).
     """
     contrib = token_contributions(model, circuit, example, task, margin, max_len)
-    bound = float(contrib.per_head.abs().max()) if per_head else float(contrib.total.abs().max())
-    bound = bound or 1.0
-    if not per_head:
+
+    def tokens(values: Float[Tensor, " pos"], bound: float):
+        bound = bound or 1.0
         return circuitsvis.tokens.colored_tokens(
-            contrib.str_tokens, contrib.total, min_value=-bound, max_value=bound
+            contrib.str_tokens,
+            values,
+            min_value=-bound,
+            max_value=bound,
+            negative_color=AWAY,
+            positive_color=TOWARD,
         )
-    values: Float[Tensor, "pos k"] = torch.cat([contrib.total[:, None], contrib.per_head.T], dim=1)
-    labels = ["circuit total"] + [head_label(circuit, head) for head in contrib.heads]
-    return circuitsvis.tokens.colored_tokens_multi(contrib.str_tokens, values, labels)
+
+    parts = [("circuit total" if per_head else "", tokens(contrib.total, float(contrib.total.abs().max())))]
+    if per_head:
+        bound = float(contrib.per_head.abs().max())
+        parts += [
+            (head_label(circuit, head), tokens(row, bound))
+            for head, row in zip(contrib.heads, contrib.per_head)
+        ]
+    return View(parts=tuple(parts), legend=tokens_legend(label_text(task, contrib)))
 
 
 def label_text(task: Task, contrib: TokenContributions) -> str:
-    """`gold label 'positive'` or `predicted label 'positive'`, for captions."""
-    kind = "gold" if contrib.gold else "predicted"
+    """`correct label 'positive'` or `predicted label 'positive'`, for captions."""
+    kind = "correct" if contrib.gold else "predicted"
     return f"{kind} label {task.labels[contrib.label]!r}"
 
 

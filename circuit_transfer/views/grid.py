@@ -1,8 +1,8 @@
 """Relevance grids: `[n_layers, n_heads]` head scores as coloured HTML tables (no scripts).
 
-circuitsvis has no layer x head heatmap, so these are plain tables: red pushes toward the gold
-label, blue away, colour strength |score| / max |score|; selected heads have a black frame and a
-dot. `circuit_diff_html` puts two languages' circuits side by side with their overlap.
+circuitsvis has no layer x head heatmap, so these are plain tables in the colours of every view
+(`views.colours`): red pushes toward the correct label, blue away, colour strength
+|score| / max |score|; selected heads have a black frame and a dot. `circuit_diff_html` puts two languages' circuits side by side with their overlap.
 """
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ import math
 
 from circuit_transfer.discovery import Circuit, HeadScores, compare, head_name
 from circuit_transfer.discovery.relevance import Head
+from circuit_transfer.views.colours import AWAY_RGB, TOWARD_RGB, direction_items, legend_html, legend_item
 from circuit_transfer.views.page import esc
 
-POSITIVE, NEGATIVE = (215, 48, 39), (49, 104, 189)
 SHARED, ONLY_A, ONLY_B = "#8e44ad", "#e67e22", "#27ae60"
 
 
 def _cell_colour(value: float, bound: float) -> str:
     if not math.isfinite(value) or bound == 0:
         return "background:#eee"
-    r, g, b = POSITIVE if value >= 0 else NEGATIVE
+    r, g, b = TOWARD_RGB if value >= 0 else AWAY_RGB
     alpha = min(1.0, abs(value) / bound)
     ink = "#fff" if alpha > 0.6 else "#1f2328"
     return f"background:rgba({r},{g},{b},{alpha:.3f});color:{ink}"
@@ -84,10 +84,11 @@ def relevance_grid_html(
 
     caption = title or _describe(scores)
     legend = (
-        '<div class="ct-legend ct-note"><span style="background:rgba(215,48,39,.8);color:#fff">pushes toward gold</span>'
-        '<span style="background:rgba(49,104,189,.8);color:#fff">pushes away</span>'
-        '<span style="border:2px solid #111">● selected</span>'
-        f"max |score| {bound:.3g}</div>"
+        legend_html(
+            *direction_items(),
+            legend_item("● selected", "border:2px solid #111"),
+            note=f"relevance of each head; max |score| {bound:.3g}",
+        )
         if head_scores is not None
         else ""
     )
@@ -150,10 +151,10 @@ def circuit_diff_html(a: Circuit, b: Circuit, k: int | None = None) -> str:
         f"shared: {esc(', '.join(cmp.shared) or 'none')} · only {esc(label_a)}: "
         f"{esc(', '.join(cmp.only_a) or 'none')} · only {esc(label_b)}: {esc(', '.join(cmp.only_b) or 'none')}</div>"
     )
-    legend = (
-        f'<div class="ct-legend ct-note"><span style="background:{SHARED};color:#fff">both</span>'
-        f'<span style="background:{ONLY_A};color:#fff">only {esc(label_a)}</span>'
-        f'<span style="background:{ONLY_B};color:#fff">only {esc(label_b)}</span></div>'
+    legend = legend_html(
+        legend_item("both", f"background:{SHARED};color:#fff"),
+        legend_item(f"only {label_a}", f"background:{ONLY_A};color:#fff"),
+        legend_item(f"only {label_b}", f"background:{ONLY_B};color:#fff"),
     )
     overlap = (
         f'<div class="ct-card"><div><b>overlap {esc(label_a)} vs {esc(label_b)}</b></div>'

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import html
 import re
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from circuit_transfer.io import atomic_write_text
 
@@ -69,14 +71,48 @@ def circuitsvis_bundle() -> str:
 _MOUNT = re.compile(r'(<div id="circuits-vis-[^"]*"[^>]*?)\s*/>')
 
 
+@dataclass(frozen=True)
+class View:
+    """circuitsvis components with the legend that explains their colours (`views.colours`).
+
+    What `views.show` and the report's text views return. Displays inline in Jupyter (legend,
+    then each component under its caption); `local_src` is the offline HTML (each component with
+    its bundle), and `save_html` / `component` write it with the bundle once.
+
+    Attributes:
+        parts: (caption, circuitsvis `RenderedHTML`) pairs, shown in order; "" for no caption.
+        legend: the legend's HTML.
+    """
+
+    parts: tuple[tuple[str, Any], ...]
+    legend: str
+
+    def _html(self, render) -> str:
+        body = "".join(
+            (f"<div><b>{esc(caption)}</b></div>" if caption else "") + render(part)
+            for caption, part in self.parts
+        )
+        return f'<div class="ct-view">{self.legend}{body}</div>'
+
+    def _repr_html_(self) -> str:
+        return self._html(lambda part: part._repr_html_())
+
+    @property
+    def local_src(self) -> str:
+        """Self-contained HTML: the legend and every component with its own copy of the bundle."""
+        return self._html(lambda part: part.local_src)
+
+
 def component(rendered) -> str:
-    """A circuitsvis `RenderedHTML` (or its `local_src`) without its copy of the bundle.
+    """A circuitsvis `RenderedHTML` or `View` (or a `local_src`) without its copies of the bundle.
 
     Needs `page(..., bundle=True)` around it. Falls back to the whole `local_src` when the bundle
-    in it is not the installed one. Also closes circuitsvis's mount point: it writes
+    in it is not the installed one. Also closes circuitsvis's mount points: it writes
     `<div id=... />`, which HTML parses as an *open* div, so everything after it on the page
     would become the component's content and be wiped when React renders into it.
     """
+    if isinstance(rendered, View):
+        return rendered._html(component)
     src = rendered if isinstance(rendered, str) else rendered.local_src
     src = _MOUNT.sub(r"\1></div>", src, count=1)
     bundle = circuitsvis_bundle()

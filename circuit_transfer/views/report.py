@@ -156,7 +156,7 @@ def _text_views(
     caption = (
         f'<div class="ct-note">Token contributions to the {esc(label_text(run.task, contrib))} margin through '
         "the circuit's heads (value-weighted attention at the readout position, direct path through the "
-        f"unembedding; red = toward the label). Sum over tokens {float(contrib.total.sum()):+.3g}.</div>"
+        f"unembedding). Sum over tokens {float(contrib.total.sum()):+.3g}.</div>"
     )
     return f"{head}{component(heads)}{caption}{component(tokens)}"
 
@@ -201,8 +201,10 @@ def build_report(run_dir: str | Path, data_dir=None, example_index: int = 0, max
         )
     parts.append("<h2>Circuit heads on text</h2>")
     parts.append(
-        '<div class="ct-note">Attention patterns of the circuit heads (names carry relevance); '
-        "target languages show the proxy circuit, the heads CT-SFT trains.</div>"
+        '<div class="ct-note">Attention patterns of the circuit heads (names carry relevance) and each '
+        "token's contribution through them; target languages show the proxy circuit, the heads CT-SFT "
+        "trains. One colour convention throughout the report: red pushes toward the correct label, blue "
+        "away from it; attention weights are grey.</div>"
     )
     for lang in langs:
         if lang in targets or lang not in run.circuits:

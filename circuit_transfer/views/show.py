@@ -9,6 +9,7 @@ from circuit_transfer.discovery import Circuit
 from circuit_transfer.tasks import Task
 from circuit_transfer.views.attention import circuit_attention
 from circuit_transfer.views.contributions import contributions_view
+from circuit_transfer.views.page import View
 
 KINDS = ("heads", "tokens", "tokens-per-head")
 
@@ -20,7 +21,7 @@ def show(
     task: Task,
     kind: str = "heads",
     max_len: int = 128,
-):
+) -> View:
     """The circuitsvis object for `circuit` on one prompt (a language's example, or a text).
 
     Args:
@@ -28,8 +29,9 @@ def show(
             contribution through the circuit, `token_contributions`), or "tokens-per-head".
 
     Returns:
-        circuitsvis `RenderedHTML`: displays inline in Jupyter; to save it use `views.save_html`
-        (it writes `.local_src`, which works offline, never the CDN-loading `str()`).
+        a `View`: the circuitsvis component(s) with a legend of their colours (red pushes toward
+        the correct label, blue away; attention in grey). Displays inline in Jupyter; to save it
+        use `views.save_html` (it writes the offline `.local_src`, never the CDN-loading `str()`).
 
     Raises:
         EmptyCircuitError: the circuit has no heads.

@@ -69,5 +69,7 @@ def test_views_render_tokens(copy_model):
     ex = Example(id="1", text="the film was good", label=2, lang="eng")
     single = contributions_view(copy_model, circuit, ex, TASK)
     multi = contributions_view(copy_model, circuit, ex, TASK, per_head=True)
-    assert "ColoredTokens" in single.local_src and '"good"' in single.local_src
-    assert "ColoredTokensMulti" in multi.local_src and "L0H1" in multi.local_src
+    assert [caption for caption, _ in single.parts] == [""] and '"good"' in single.local_src
+    # per head: the total, then one row per head, each a ColoredTokens in the views' own colours
+    assert [caption for caption, _ in multi.parts] == ["circuit total", "L0H0", "L0H1"]  # circuit order
+    assert all('"positiveColor": "#d73027"' in part.local_src for _, part in multi.parts)
