@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -223,8 +224,8 @@ MUTANTS: list[Mutant] = [
     M(
         "norms-frozen-ignored",
         "circuit_transfer/masking.py",
-        'if policy.norms == "trainable":\n                    mask.fill_(1)',
-        "if True:\n                    mask.fill_(1)",
+        'if policy.norms == "trainable" and not (is_qk_norm',
+        "if not (is_qk_norm",
         MASK,
     ),
     M(
@@ -846,14 +847,23 @@ def _write(results: list[dict], out: Path) -> None:
     scored = killed + counts["survived"]
     score = killed / scored if scored else float("nan")
     out.mkdir(parents=True, exist_ok=True)
-    summary = {"score": score, "counts": counts, "n_mutants": len(results), "mutants": results}
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
+    ).stdout.strip()
+    summary = {
+        "commit": commit,
+        "score": score,
+        "counts": counts,
+        "n_mutants": len(results),
+        "mutants": results,
+    }
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(summary, indent=1) + "\n")
     tmp.replace(out / "results.json")
     lines = [
         "# Mutation testing: what survives",
         "",
-        "Written by `make mutants` (`tools/mutants.py`). Score = killed / (killed + survived) = "
+        f"Written by `make mutants` (`tools/mutants.py`) on commit {commit[:10]}. Score = killed / (killed + survived) = "
         f"{killed} / {scored} = **{score:.1%}** over {len(results)} mutants "
         f"({counts['equivalent']} equivalent, {counts['stale']} stale, {counts['timeout']} timeouts counted as killed).",
         "",
