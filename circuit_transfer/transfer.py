@@ -195,6 +195,7 @@ def transfer(
         "circuit": circuit.to_dict() if circuit is not None and spec.method == "ct-sft" else None,
         "data": {
             "n_train": len(train),
+            "train_ids": [ex.id for ex in train],
             "n_valid": len(valid),
             "n_test": {k: len(v) for k, v in tests.items()},
         },

@@ -13,7 +13,7 @@ from circuit_transfer.masking import head_grad_masks
 from circuit_transfer.models import TinyModelSpec, build_tiny_model, load_model, save_checkpoint
 from circuit_transfer.optim import OptimConfig
 from circuit_transfer.readout import encode
-from circuit_transfer.tasks import get_task
+from circuit_transfer.tasks import get_task, stratified_subset
 from circuit_transfer.train import TrainConfig
 from circuit_transfer.transfer import TransferSpec, transfer
 
@@ -120,6 +120,10 @@ def test_random_control_is_seeded_and_the_same_size(proxy_dir, circuit, tmp_path
     # the run's seed reaches the draw: seed 3's heads, which are not seed 0's
     assert a["heads"] == [list(h) for h in select_random(2, 4, 2, seed=3).heads]
     assert a["heads"] != [list(h) for h in select_random(2, 4, 2, seed=0).heads]
+    # ... and the training subset
+    pool = load_split(TASK.name, "jav", "train")
+    assert a["data"]["train_ids"] == [ex.id for ex in stratified_subset(pool, 16, 3, TASK.n_labels)]
+    assert a["data"]["train_ids"] != [ex.id for ex in stratified_subset(pool, 16, 0, TASK.n_labels)]
 
 
 def test_near_zero_run_trains_the_smallest_abs_heads_outside_the_circuit(proxy_dir, tmp_path):

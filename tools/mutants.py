@@ -134,6 +134,13 @@ MUTANTS: list[Mutant] = [
         'if method in ("ln-only", "zero-shot", "ct-sft"):',
         TRANSFER,
     ),
+    M(
+        "train-subset-seed-ignored",
+        "circuit_transfer/transfer.py",
+        "stratified_subset(train_pool, spec.n_train, spec.seed, task.n_labels)",
+        "stratified_subset(train_pool, spec.n_train, 0, task.n_labels)",
+        TRANSFER,
+    ),
     # ---- optim.py
     M(
         "decay-without-grad",
