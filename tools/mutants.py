@@ -787,6 +787,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", help="comma-separated mutant ids")
     parser.add_argument("--list", action="store_true", help="list the mutants and exit")
     parser.add_argument("--timeout", type=int, default=600, help="seconds per mutant (default 600)")
+    parser.add_argument(
+        "--update", action="store_true", help="merge into the results already in --out (with --only)"
+    )
     parser.add_argument("--no-baseline", action="store_true", help="skip checking the unmutated tests pass")
     parser.add_argument(
         "--out", type=Path, default=OUT, help=f"results folder (default {OUT.relative_to(REPO)})"
@@ -815,6 +818,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.dont_write_bytecode = True
     _preload()
     results = []
+    commit = _commit()
     with tempfile.TemporaryDirectory(prefix="ct-mutants-") as tmp:
         work = Path(tmp)
         _copy_tree(work)
@@ -839,10 +843,27 @@ def main(argv: list[str] | None = None) -> int:
                     path.write_text(source)
                 if status == "survived" and m.equivalent:
                     status = "equivalent"
-            results.append({**asdict(m), "status": status, "seconds": round(secs, 1), "detail": why})
+            results.append(
+                {**asdict(m), "status": status, "seconds": round(secs, 1), "detail": why, "commit": commit}
+            )
             print(f"{status:10s} {secs:6.0f}s  {m.id}  {why}", flush=True)
+    if args.update and (args.out / "results.json").exists():
+        fresh = {r["id"]: r for r in results}
+        old = {r["id"]: r for r in json.loads((args.out / "results.json").read_text())["mutants"]}
+        merged = {**old, **fresh}
+        results = [merged[i] for i in ids if i in merged]
     _write(results, args.out)
     return 0
+
+
+def _commit() -> str:
+    """HEAD of the repository, with "+changes" when the copied sources differ from it."""
+    git = ["git", "-C", str(REPO)]
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(
+        [*git, "status", "--porcelain", "circuit_transfer", "tests"], capture_output=True, text=True
+    ).stdout.strip()
+    return head[:10] + ("+changes" if dirty else "")
 
 
 def _write(results: list[dict], out: Path) -> None:
@@ -854,11 +875,9 @@ def _write(results: list[dict], out: Path) -> None:
     scored = killed + counts["survived"]
     score = killed / scored if scored else float("nan")
     out.mkdir(parents=True, exist_ok=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True
-    ).stdout.strip()
+    commits = sorted({r.get("commit", "?") for r in results})
     summary = {
-        "commit": commit,
+        "commits": commits,
         "score": score,
         "counts": counts,
         "n_mutants": len(results),
@@ -870,7 +889,7 @@ def _write(results: list[dict], out: Path) -> None:
     lines = [
         "# Mutation testing: what survives",
         "",
-        f"Written by `make mutants` (`tools/mutants.py`) on commit {commit[:10]}. Score = killed / (killed + survived) = "
+        f"Written by `make mutants` (`tools/mutants.py`) on commit {', '.join(commits)}. Score = killed / (killed + survived) = "
         f"{killed} / {scored} = **{score:.1%}** over {len(results)} mutants "
         f"({counts['equivalent']} equivalent, {counts['stale']} stale, {counts['timeout']} timeouts counted as killed).",
         "",
