@@ -2,7 +2,7 @@
 
 - `run_cached`: run one experiment cell unless its `result.json` already exists (resume).
 - `Manifest`: the exact command, package versions, seeds and wall time of a sweep, in `manifest.json`.
-- `ci95` / `aggregate`: mean and a 95% confidence interval over seeds (Student t; n=1: no CI).
+- `aggregate`: mean and a 95% confidence interval over seeds (`circuit_transfer.statistics.ci95`).
 - `write_table`: a markdown file built only from JSON-able rows, so `--tables-only` reproduces it.
 - `common_parser`, `ensure_proxy`, `head_scores`: the flags and the steps every script shares.
 
@@ -12,43 +12,26 @@ Everything on disk is written atomically (`circuit_transfer.io`).
 from __future__ import annotations
 
 import argparse
-import itertools
-import math
 import os
 import platform
-import random
 import shlex
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from circuit_transfer.io import atomic_write_json, atomic_write_text, read_json
+from circuit_transfer.statistics import ci95, paired_bootstrap, spearman_permutation_p, spearman_rho, t975
 from circuit_transfer.table import markdown_table
+
+__all__ = ["ci95", "paired_bootstrap", "spearman_permutation_p", "spearman_rho", "t975"]  # re-exported
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Per-run work folders (result.json + delta.safetensors, up to a full model each) stay out of git.
 WORK = Path(__file__).resolve().parent.parent / "runs" / "analyses"
 
-# Two-sided 97.5% Student-t quantiles by degrees of freedom (no scipy dependency).
-_T975 = {
-    1: 12.706,
-    2: 4.303,
-    3: 3.182,
-    4: 2.776,
-    5: 2.571,
-    6: 2.447,
-    7: 2.365,
-    8: 2.306,
-    9: 2.262,
-    10: 2.228,
-    12: 2.179,
-    15: 2.131,
-    20: 2.086,
-    30: 2.042,
-}
 
 # Reference figures quoted from method.md §7 (measured by the project earlier, not by these scripts).
 NUSAX_ANCHORS = (
@@ -69,28 +52,6 @@ def default_out(name: str, quick: bool) -> Path:
 def default_work(name: str, quick: bool) -> Path:
     """runs/analyses/<name> (git-ignored): per-run folders, deltas and proxies trained by the scripts."""
     return WORK / "quick" / name if quick else WORK / name
-
-
-def t975(df: int) -> float:
-    """The 97.5% quantile of Student's t with `df` degrees of freedom (next smaller tabulated df)."""
-    if df <= 0:
-        raise ValueError(f"degrees of freedom must be positive, got {df}")
-    if df > 30:
-        return 1.96
-    return _T975[max(d for d in _T975 if d <= df)]
-
-
-def ci95(values: Iterable[float]) -> dict[str, Any]:
-    """Mean, sample std and the half-width of a 95% t-interval; `half` is None when n < 2."""
-    xs = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    n = len(xs)
-    if n == 0:
-        return {"mean": None, "std": None, "half": None, "n": 0}
-    mean = sum(xs) / n
-    if n < 2:
-        return {"mean": mean, "std": None, "half": None, "n": 1}
-    std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-    return {"mean": mean, "std": std, "half": t975(n - 1) * std / math.sqrt(n), "n": n}
 
 
 def fmt_ci(stat: dict[str, Any] | None, scale: float = 100.0, digits: int = 1) -> str:
@@ -397,36 +358,3 @@ def paired(
             continue
         out.setdefault((pl, tg, n, k), []).append(value(ra) - value(rb))
     return out
-
-
-def spearman_permutation_p(x: Sequence[float], y: Sequence[float], n_random: int = 20000) -> float | None:
-    """Two-sided p-value of Spearman's rho under the null of no association: the share of reorderings
-    of `y` whose |rho| is at least the observed one. Exact (all n! orders) for n <= 8, else
-    `n_random` seeded random orders. None where rho is undefined.
-
-    With the handful of targets a CPU run affords, this says how little a coefficient can show
-    (3 points: p >= 1/3, 4 points: p >= 1/12)."""
-    observed = spearman_rho(x, y)
-    if observed is None:
-        return None
-    ys = list(y)
-    if len(ys) <= 8:
-        orders = list(itertools.permutations(ys))
-    else:
-        rng = random.Random(0)
-        orders = [rng.sample(ys, len(ys)) for _ in range(n_random)]
-    rhos = [spearman_rho(x, order) for order in orders]
-    return sum(1 for r in rhos if r is not None and abs(r) >= abs(observed) - 1e-12) / len(orders)
-
-
-def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman rank correlation (average ranks for ties, `circuit_transfer.discovery.spearman`);
-    None with fewer than 3 points or a constant side."""
-    import torch
-
-    from circuit_transfer.discovery import spearman
-
-    if len(x) != len(y) or len(x) < 3:
-        return None
-    rho = spearman(torch.tensor(list(x), dtype=torch.float64), torch.tensor(list(y), dtype=torch.float64))
-    return None if math.isnan(rho) else rho

@@ -190,8 +190,9 @@ def circuit_for(out: Path, proxy: Path, task, cell: dict, s: dict, data_dir):
 def one_run(
     run_dir: Path, proxy: Path, fingerprint: str, task, cell: dict, circuit, s: dict, args, known: Path
 ) -> dict:
+    from circuit_transfer.evaluate import load_predictions
     from circuit_transfer.train import TrainConfig
-    from circuit_transfer.transfer import TRANSFER_TRAIN, TransferSpec, transfer
+    from circuit_transfer.transfer import PREDICTIONS, TRANSFER_TRAIN, TransferSpec, transfer
 
     optim = replace(TRANSFER_TRAIN.optim, lr=s["lr"]) if s.get("lr") else TRANSFER_TRAIN.optim
     config = TrainConfig(
@@ -210,7 +211,12 @@ def one_run(
     started = time.time()
     before = read_json(known) if known.exists() else {}
     record = transfer(proxy, spec, circuit, out=run_dir, task=task, data_dir=args.data_dir, before=before)
-    atomic_write_json(known, {**read_json(known), **record["before"]} if known.exists() else record["before"])
+    items = load_predictions(run_dir / PREDICTIONS)
+    measured = {
+        lang: {**scores, "items": items[f"before/{lang}"].to_json()}
+        for lang, scores in record["before"].items()
+    }
+    atomic_write_json(known, {**read_json(known), **measured} if known.exists() else measured)
     record["k_fraction"] = cell["k"]
     record["proxy_fingerprint"] = fingerprint
     record["sweep_wall_time_s"] = time.time() - started
@@ -219,7 +225,8 @@ def one_run(
 
 
 def before_cache(work: Path, proxy: Path, fingerprint: str, s: dict) -> Path:
-    """Where the unchanged proxy's test scores are kept, by language, so each is measured once per sweep.
+    """Where the unchanged proxy's test scores (and per-item predictions) are kept, by language, so
+    each is measured once per sweep.
 
     Keyed by the proxy folder, its weights fingerprint and the settings that change them (test size,
     max_len); it lives in the work folder, beside the runs."""

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from circuit_transfer.data import Example
-from circuit_transfer.evaluate import evaluate
+from circuit_transfer.evaluate import ItemPredictions, evaluate
 from circuit_transfer.optim import MaskedAdamW, OptimConfig
 from circuit_transfer.readout import encode, final_logits
 from circuit_transfer.tasks import Task
@@ -48,14 +48,22 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    """Per-epoch curve and the selected epoch (whose weights are left in the model)."""
+    """Per-epoch curve and the selected epoch (whose weights are left in the model).
+
+    `valid_items[e]` holds the per-item validation predictions after epoch e (0 = before training);
+    they are left out of `to_dict`."""
 
     curve: list[dict]
     best_epoch: int
     best_valid_accuracy: float
+    valid_items: list[ItemPredictions] = field(default_factory=list, repr=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {
+            "curve": self.curve,
+            "best_epoch": self.best_epoch,
+            "best_valid_accuracy": self.best_valid_accuracy,
+        }
 
 
 def train_classifier(
@@ -90,6 +98,7 @@ def train_classifier(
     curve = [
         {"epoch": 0, "train_loss": None, "valid_accuracy": start.accuracy, "valid_macro_f1": start.macro_f1}
     ]
+    valid_items = [start.items]
     best = (start.accuracy if config.start_is_candidate else float("-inf"), 0, snapshot())
     order = list(train)
     for epoch in range(1, config.epochs + 1):
@@ -110,6 +119,7 @@ def train_classifier(
             optimizer.step()
             losses.append(loss.item())
         result = evaluate(model, task, valid, config.batch_size * 2, config.max_len)
+        valid_items.append(result.items)
         curve.append(
             {
                 "epoch": epoch,
@@ -125,4 +135,4 @@ def train_classifier(
         named = dict(model.named_parameters())
         for name, value in best[2].items():
             named[name].copy_(value)
-    return TrainResult(curve=curve, best_epoch=best[1], best_valid_accuracy=best[0])
+    return TrainResult(curve=curve, best_epoch=best[1], best_valid_accuracy=best[0], valid_items=valid_items)

@@ -15,7 +15,13 @@ that may change differs:
 
 A run evaluates target test and proxy test (and any extra retention languages) before and after,
 and writes `result.json` (atomically) plus `delta.safetensors`, the adapter-only delta: just the
-entries that could change, re-applicable to the proxy checkpoint with `delta.apply_delta`.
+entries that could change, re-applicable to the proxy checkpoint with `delta.apply_delta`, and
+`predictions.npz`, every evaluation's per-item predictions and label logits
+(`evaluate.load_predictions`): sets `before/<lang>` and `after/<lang>` for every test language, and
+`valid/epoch<e>` for the target valid split after each epoch.
+
+Parameter counts (`params_total`, `params_trainable`, `params_changed`) are real parameters, tied
+weights counted once (`models.params`); `params_total_hooked` is what the TransformerLens model holds.
 """
 
 from __future__ import annotations
@@ -29,17 +35,23 @@ from circuit_transfer.choices import METHODS
 from circuit_transfer.data import load_split
 from circuit_transfer.delta import extract_delta, save_delta
 from circuit_transfer.discovery import Circuit, select_near_zero, select_random
-from circuit_transfer.evaluate import evaluate
+from circuit_transfer.evaluate import EvalResult, ItemPredictions, evaluate, save_predictions
 from circuit_transfer.io import atomic_write_dir, atomic_write_json
 from circuit_transfer.masking import FULL, MaskPolicy, masked_training
 from circuit_transfer.models import load_model
+from circuit_transfer.models.params import changed_entries, count_parameters
 from circuit_transfer.proxy import load_train_valid, task_of_checkpoint, train_eval_splits
 from circuit_transfer.tasks import Task, stratified_cap, stratified_subset
 from circuit_transfer.train import TrainConfig, train_classifier
 
 # Fine-tuning a trained checkpoint on ~100 examples: few epochs, selection on target valid.
 TRANSFER_TRAIN = TrainConfig(epochs=5, batch_size=16)
-RUN_FILES = ("result.json", "delta.safetensors")  # what a run folder holds (and all `out` may hold)
+PREDICTIONS = "predictions.npz"
+RUN_FILES = (
+    "result.json",
+    "delta.safetensors",
+    PREDICTIONS,
+)  # what a run folder holds (and all `out` may hold)
 
 
 @dataclass(frozen=True)
@@ -107,7 +119,9 @@ def heads_for(method: str, circuit: Circuit | None, model, seed: int):
     return list(select_random(model.cfg.n_layers, model.cfg.n_heads, k, seed).heads)
 
 
-def _scores(model, task: Task, examples: dict, config: TrainConfig, progress: str | bool = False) -> dict:
+def _scores(
+    model, task: Task, examples: dict, config: TrainConfig, progress: str | bool = False
+) -> dict[str, EvalResult]:
     """Scores per language; `progress` (a label such as "before") shows one bar per language."""
     return {
         lang: evaluate(
@@ -117,9 +131,38 @@ def _scores(model, task: Task, examples: dict, config: TrainConfig, progress: st
             batch_size=config.batch_size * 4,
             max_len=config.max_len,
             progress=f"{progress} {lang}" if progress else False,
-        ).to_dict()
+        )
         for lang, rows in examples.items()
     }
+
+
+def _known_before(before: Mapping[str, dict] | None, tests: dict, n_labels: int) -> dict[str, EvalResult]:
+    """The given 'before' scores that carry per-item predictions for exactly this run's test items."""
+    known = {}
+    for lang, rows in tests.items():
+        given = (before or {}).get(lang)
+        if given is None:
+            continue
+        if given.get("n") != len(rows):
+            raise ValueError(
+                f"The given 'before' scores for {lang} cover {given.get('n')} test examples but this run "
+                f"tests {len(rows)}: pass scores measured with the same n_test."
+            )
+        if given.get("items") is None:
+            continue  # no per-item predictions: measured again, so that every run stores them
+        items = ItemPredictions.from_json(given["items"])
+        if list(items.ids) != [str(ex.id) for ex in rows]:
+            raise ValueError(
+                f"The given 'before' predictions for {lang} are for other test items than this run's: "
+                "pass scores measured on the same test set (same n_test and data)."
+            )
+        known[lang] = EvalResult.from_items(items, n_labels)
+    return known
+
+
+def before_json(result: EvalResult) -> dict:
+    """A 'before' entry that `transfer(before=...)` can reuse: the scores and the per-item predictions."""
+    return {**result.to_dict(), "items": None if result.items is None else result.items.to_json()}
 
 
 def is_run_dir(path: str | Path) -> bool:
@@ -141,8 +184,9 @@ def transfer(
     """Run one transfer from a proxy checkpoint; return (and, with `out`, save) the result record.
 
     `before` holds already-measured scores of the unchanged proxy on the same test sets, by language
-    (a previous record's "before"); languages it lacks are evaluated. A sweep passes them so the
-    proxy is not re-scored on every run.
+    (`before_json` of an earlier evaluation: scores plus per-item predictions); languages it lacks,
+    or gives without predictions, are evaluated. A sweep passes them so the proxy is not re-scored
+    on every run.
 
     An existing `out` is replaced as a whole (atomically: no file of an earlier run survives beside
     the new ones) when it holds nothing but a run's files; a folder holding anything else is refused
@@ -172,16 +216,11 @@ def transfer(
         for lang in eval_langs
     }
 
-    known = {lang: dict(before[lang]) for lang in tests if before is not None and lang in before}
-    for lang, scores in known.items():
-        if scores.get("n") != len(tests[lang]):
-            raise ValueError(
-                f"The given 'before' scores for {lang} cover {scores.get('n')} test examples but this run "
-                f"tests {len(tests[lang])}: pass scores measured with the same n_test."
-            )
+    known = _known_before(before, tests, task.n_labels)
     missing = {lang: rows for lang, rows in tests.items() if lang not in known}
-    before = {**known, **_scores(model, task, missing, spec.config, "before" if progress else False)}
-    before = {lang: before[lang] for lang in tests}
+    measured = {**known, **_scores(model, task, missing, spec.config, "before" if progress else False)}
+    before_results = {lang: measured[lang] for lang in tests}
+    before = {lang: r.to_dict() for lang, r in before_results.items()}
     base_state = {name: p.detach().clone() for name, p in model.named_parameters()}
     record: dict = {
         "method": spec.method,
@@ -202,8 +241,9 @@ def transfer(
         "train_config": spec.config.to_dict(),
         "policy": asdict(spec.policy),
     }
+    n_total = count_parameters(model)
     if spec.method == "zero-shot":
-        after, curve, best_epoch, n_trainable, n_total = before, [], 0, 0, _n_params(model)
+        after_results, curve, best_epoch, n_trainable, valid_items = before_results, [], 0, 0, []
         masks = None
     else:
         with masked_training(model, heads, spec.policy) as trainable:
@@ -211,20 +251,32 @@ def transfer(
                 model, task, train, valid, spec.config, masks=trainable.masks, progress=progress
             )
         masks = trainable.masks
-        after = _scores(model, task, tests, spec.config, "after" if progress else False)
-        curve, best_epoch = result.curve, result.best_epoch
-        n_trainable, n_total = trainable.n_trainable, trainable.n_total
-    n_changed = sum(int((p.detach() != base_state[n]).sum()) for n, p in model.named_parameters())
+        after_results = _scores(model, task, tests, spec.config, "after" if progress else False)
+        curve, best_epoch, valid_items = result.curve, result.best_epoch, result.valid_items
+        n_trainable = count_parameters(model, masks)
+    after = {lang: r.to_dict() for lang, r in after_results.items()}
+    n_changed = count_parameters(model, changed_entries(model, base_state))
+    predictions = {
+        **{f"before/{lang}": r.items for lang, r in before_results.items()},
+        **{f"after/{lang}": r.items for lang, r in after_results.items()},
+        **{f"valid/epoch{e}": items for e, items in enumerate(valid_items)},
+    }
     record.update(
         before=before,
         after=after,
         **outcome(before, after, spec.target, proxy_lang),
         params_trainable=n_trainable,
         params_total=n_total,
+        params_total_hooked=sum(p.numel() for p in model.parameters()),
         params_trainable_fraction=n_trainable / n_total,
         params_changed=n_changed,
+        params_changed_fraction=n_changed / n_total,
         best_epoch=best_epoch,
         curve=curve,
+        predictions={
+            "file": PREDICTIONS if out is not None else None,
+            "sets": {name: len(items.ids) for name, items in predictions.items()},
+        },
         wall_time_s=time.time() - started,
     )
     if out is not None:
@@ -237,6 +289,7 @@ def transfer(
                     delta,
                     metadata={"method": spec.method, "proxy": str(proxy_dir)},
                 )
+            save_predictions(folder / PREDICTIONS, predictions)
             atomic_write_json(folder / "result.json", record)
 
         atomic_write_dir(out, write)
@@ -256,10 +309,6 @@ def outcome(before: Mapping[str, dict], after: Mapping[str, dict], target: str, 
         "proxy_accuracy_after": after[proxy_lang]["accuracy"],
         "forgetting": before[proxy_lang]["accuracy"] - after[proxy_lang]["accuracy"],
     }
-
-
-def _n_params(model) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 def _proxy_lang(proxy_dir) -> str:

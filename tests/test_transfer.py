@@ -174,3 +174,89 @@ def test_interrupted_run_leaves_no_result_file(proxy_dir, circuit, tmp_path, mon
         _run(proxy_dir, circuit, "ct-sft", tmp_path)
     assert not (tmp_path / "ct-sft" / "result.json").exists()
     assert not list((tmp_path).rglob("*.tmp"))
+
+
+def test_every_evaluation_stores_its_per_item_predictions(proxy_dir, circuit, tmp_path):
+    from circuit_transfer.evaluate import load_predictions
+    from circuit_transfer.readout import label_logits
+
+    record = _run(proxy_dir, circuit, "ct-sft", tmp_path, retention_langs=("eng",))
+    sets = load_predictions(tmp_path / "ct-sft" / "predictions.npz")
+    expected = {f"{phase}/{lang}" for phase in ("before", "after") for lang in ("jav", "ind", "eng")}
+    assert set(sets) == expected | {"valid/epoch0", "valid/epoch1", "valid/epoch2"}
+    assert record["predictions"]["file"] == "predictions.npz"
+    assert record["predictions"]["sets"] == {name: len(items.ids) for name, items in sets.items()}
+    for phase in ("before", "after"):
+        for lang, scores in record[phase].items():
+            items = sets[f"{phase}/{lang}"]
+            assert items.correct.float().mean().item() == pytest.approx(scores["accuracy"])
+            assert torch.equal(items.predicted, items.label_logits.argmax(-1))
+            assert [int((items.predicted == c).sum()) for c in range(3)] == scores["predicted_counts"]
+    # the stored rows are the test items in order: logits recomputed one example at a time agree
+    model = load_model(proxy_dir)
+    apply_delta(model, load_delta(tmp_path / "ct-sft" / "delta.safetensors")[0])
+    from circuit_transfer.tasks import stratified_cap
+
+    tests = stratified_cap(load_split(TASK.name, "jav", "test"), 24, TASK.n_labels)
+    after = sets["after/jav"]
+    assert list(after.ids) == [ex.id for ex in tests]
+    assert after.gold.tolist() == [ex.label for ex in tests]
+    for i in (0, 7, 23):
+        batch = encode(model.tokenizer, TASK, [tests[i]], max_len=FAST.max_len)
+        with torch.no_grad():
+            alone = label_logits(model(batch.tokens, attention_mask=batch.attention_mask), batch)[0]
+        assert torch.allclose(after.label_logits[i], alone, atol=1e-4)
+    # the valid curve is the stored valid predictions' accuracy
+    for row in record["curve"]:
+        items = sets[f"valid/epoch{row['epoch']}"]
+        assert items.correct.float().mean().item() == pytest.approx(row["valid_accuracy"])
+
+
+def test_before_predictions_are_reused_and_must_be_for_the_same_items(proxy_dir, circuit, monkeypatch):
+    import circuit_transfer.transfer as transfer_module
+    from circuit_transfer.evaluate import evaluate
+
+    spec = TransferSpec("ln-only", "jav", 16, n_test=24, config=FAST)
+    model = load_model(proxy_dir)
+    from circuit_transfer.tasks import stratified_cap
+
+    rows = stratified_cap(load_split(TASK.name, "jav", "test"), 24, TASK.n_labels)
+    jav = transfer_module.before_json(evaluate(model, TASK, rows, max_len=FAST.max_len))
+    evaluated = []
+
+    def counting(model, task, examples, *args, **kwargs):
+        evaluated.append(examples[0].lang)
+        return evaluate(model, task, examples, *args, **kwargs)
+
+    monkeypatch.setattr(transfer_module, "evaluate", counting)
+    record = transfer(proxy_dir, spec, circuit, task=TASK, before={"jav": jav})
+    assert evaluated.count("jav") == 1 and evaluated.count("ind") == 2  # jav: after only
+    assert record["before"]["jav"] == {k: v for k, v in jav.items() if k != "items"}
+    evaluated.clear()
+    without_items = {k: v for k, v in jav.items() if k != "items"}
+    transfer(proxy_dir, spec, circuit, task=TASK, before={"jav": without_items})
+    assert evaluated.count("jav") == 2  # no predictions given: measured again
+    other = {**jav, "items": {**jav["items"], "ids": list(reversed(jav["items"]["ids"]))}}
+    with pytest.raises(ValueError, match="predictions for jav are for other test items"):
+        transfer(proxy_dir, spec, circuit, task=TASK, before={"jav": other})
+
+
+def test_tied_proxy_counts_its_real_parameters(tmp_path, data_dir):
+    """A tied model's unembedding copy is counted once: full fine-tuning trains 100% of it, not more."""
+    from circuit_transfer.models.params import count_parameters
+
+    texts = [ex.text for ex in load_split(TASK.name, "ind", "train", data_dir)[:150]]
+    model = build_tiny_model(texts, spec=SPEC, extra_words=TASK.template_words(), seed=0)
+    model.cfg.tie_word_embeddings = True
+    with torch.no_grad():
+        model.unembed.W_U.copy_(model.embed.W_E.T)
+    task_meta = {"name": TASK.name, "template": TASK.template, "label_words": list(TASK.label_words)}
+    path = save_checkpoint(
+        model, tmp_path / "tied", metadata={"kind": "proxy", "task": task_meta, "lang": "ind"}
+    )
+    real = count_parameters(load_model(path))
+    assert real == sum(p.numel() for p in model.parameters()) - model.unembed.W_U.numel()
+    full = _run(path, None, "full", tmp_path)
+    assert full["params_total"] == full["params_trainable"] == real
+    assert full["params_total_hooked"] == real + model.unembed.W_U.numel()
+    assert 0.95 * real < full["params_changed"] <= real and full["params_changed_fraction"] <= 1.0
