@@ -23,10 +23,10 @@ from typing import Any
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
-from transformer_lens import HookedTransformer
 
 from circuit_transfer.io import atomic_write
 from circuit_transfer.masking import ParamMasks
+from circuit_transfer.models.backend import HookedTransformer
 
 Delta = dict[str, torch.Tensor]
 """`"{param}.runs"` -> int64 [n_runs, 2] (start, length) and `"{param}.values"` -> values, per

@@ -41,9 +41,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
-from transformer_lens import HookedTransformer
-from transformer_lens.components import LayerNorm, RMSNorm
-from transformer_lens.components.abstract_attention import AbstractAttention
+
+from circuit_transfer.models.backend import AbstractAttention, HookedTransformer, LayerNorm, RMSNorm
 
 ParamMasks = dict[str, torch.Tensor]
 """Parameter name (as in `model.named_parameters()`) -> 0/1 tensor of that parameter's shape,

@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from transformer_lens import HookedTransformer
 
 from circuit_transfer.io import atomic_write
 from circuit_transfer.masking import ParamMasks
+from circuit_transfer.models.backend import HookedTransformer
 
 
 @dataclass(frozen=True)

@@ -17,12 +17,13 @@ import einops
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer, utils
+from transformer_lens import utilities as utils
 
 from circuit_transfer.cdt import rules as R
 from circuit_transfer.cdt.result import DecompositionResult, Head
 from circuit_transfer.cdt.support import check_supported
 from circuit_transfer.models.access import MLP, ModelAccess, Norm, model_access
+from circuit_transfer.models.backend import HookedTransformer
 
 RECORDABLE = (
     "hook_resid_pre",

@@ -31,8 +31,9 @@ config field that changes that forward pass must be either implemented or refuse
 
 from __future__ import annotations
 
-from transformer_lens import HookedTransformer
 from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
+
+from circuit_transfer.models.backend import HookedTransformer
 
 _QK_NORM_ARCHITECTURES = {"OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM"}
 _SUPPORTED_POSITIONS = {"standard", "rotary", "alibi"}

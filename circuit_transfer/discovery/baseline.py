@@ -33,10 +33,10 @@ from typing import Literal
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from circuit_transfer.choices import BASELINE_KINDS
 from circuit_transfer.data import Example
+from circuit_transfer.models.backend import HookedTransformer
 from circuit_transfer.readout import TaskBatch, encode
 from circuit_transfer.tasks import Task
 

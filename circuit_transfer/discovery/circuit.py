@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from jaxtyping import Bool
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from circuit_transfer.discovery.relevance import Head, HeadScores, head_name
 from circuit_transfer.io import atomic_write_json, read_json
+from circuit_transfer.models.backend import HookedTransformer
 
 FORMAT = "circuit-transfer-circuit"
 FORMAT_VERSION = 1

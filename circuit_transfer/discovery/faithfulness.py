@@ -21,12 +21,12 @@ from typing import Any
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from circuit_transfer.discovery.baseline import Baseline, Examples, Positions, batches_for, make_baseline
 from circuit_transfer.discovery.circuit import Circuit
 from circuit_transfer.discovery.relevance import HeadScores
 from circuit_transfer.discovery.selection import resolve_k, select_random, select_top_k
+from circuit_transfer.models.backend import HookedTransformer
 from circuit_transfer.readout import Margin, TaskBatch, label_logits, task_margin
 from circuit_transfer.tasks import Task
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from circuit_transfer.choices import SELECTIONS
 from circuit_transfer.discovery.baseline import Baseline, Examples, Positions, make_baseline
@@ -19,6 +18,7 @@ from circuit_transfer.discovery.selection import (
     select_threshold,
     select_top_k,
 )
+from circuit_transfer.models.backend import HookedTransformer
 from circuit_transfer.readout import Margin
 from circuit_transfer.tasks import Task
 

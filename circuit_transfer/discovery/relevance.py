@@ -34,11 +34,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from circuit_transfer.choices import ESTIMATORS, SCORES
 from circuit_transfer.discovery.baseline import Baseline, Examples, Positions, batches_for, make_baseline
 from circuit_transfer.io import atomic_write_json, read_json
+from circuit_transfer.models.backend import HookedTransformer
 from circuit_transfer.readout import Margin, TaskBatch, label_logits
 from circuit_transfer.tasks import Task
 

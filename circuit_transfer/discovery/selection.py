@@ -28,7 +28,6 @@ from typing import Any
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from circuit_transfer.discovery.baseline import Baseline, Examples, Positions, batches_for, make_baseline
 from circuit_transfer.discovery.circuit import Circuit
@@ -39,6 +38,7 @@ from circuit_transfer.discovery.relevance import (
     head_relevance,
     task_weights,
 )
+from circuit_transfer.models.backend import HookedTransformer
 from circuit_transfer.readout import Margin, TaskBatch
 from circuit_transfer.tasks import Task
 

@@ -234,7 +234,7 @@ class ModelAccess:
 
 def model_access(model: object) -> ModelAccess:
     """The access layer of a model (dispatch on its class); unsupported settings are refused first."""
-    from transformer_lens import HookedTransformer
+    from circuit_transfer.models.backend import HookedTransformer
 
     if isinstance(model, HookedTransformer):
         from circuit_transfer.models.access_hooked import hooked_access

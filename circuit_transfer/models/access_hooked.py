@@ -11,13 +11,23 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
-from transformer_lens import HookedTransformer
-from transformer_lens.components import LayerNorm, LayerNormPre, RMSNorm, RMSNormPre
-from transformer_lens.components.mlps.gpt_oss_moe import GPT_OSS_ALPHA, GPT_OSS_LIMIT, GptOssMoE
-from transformer_lens.components.mlps.moe import MoE
-from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES
 
-from circuit_transfer.models.access import (
+from circuit_transfer.models.backend import (
+    HookedTransformer,
+    LayerNorm,
+    LayerNormPre,
+    RMSNorm,
+    RMSNormPre,
+    require_hooked,
+)
+
+require_hooked("circuit_transfer.models.access_hooked")  # TL 4.x: only the bridge builder applies
+
+from transformer_lens.components.mlps.gpt_oss_moe import GPT_OSS_ALPHA, GPT_OSS_LIMIT, GptOssMoE  # noqa: E402
+from transformer_lens.components.mlps.moe import MoE  # noqa: E402
+from transformer_lens.utilities.architectures import POST_NORM_ARCHITECTURES  # noqa: E402
+
+from circuit_transfer.models.access import (  # noqa: E402
     MLP,
     NO_NORM,
     Attention,

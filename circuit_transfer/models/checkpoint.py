@@ -22,10 +22,10 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformers import AutoTokenizer
 
 from circuit_transfer.io import atomic_write_dir, read_json
+from circuit_transfer.models.backend import HookedTransformer, HookedTransformerConfig
 from circuit_transfer.models.tokenizer import attach_tokenizer
 
 MARKER = "circuit_transfer.json"

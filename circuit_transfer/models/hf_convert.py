@@ -19,8 +19,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
-from transformer_lens.loading_from_pretrained import get_pretrained_model_config, get_pretrained_state_dict
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -30,6 +28,12 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from circuit_transfer.models.backend import (
+    HookedTransformer,
+    HookedTransformerConfig,
+    get_pretrained_model_config,
+    get_pretrained_state_dict,
+)
 from circuit_transfer.models.hf_configs import MAX_ROTARY_CTX, NAME_BASED
 from circuit_transfer.models.tokenizer import attach_tokenizer
 

@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 
 import torch
-from transformer_lens import HookedTransformer
 
 from circuit_transfer.models import smollm2
+from circuit_transfer.models.backend import HookedTransformer, official_model_name
 from circuit_transfer.models.checkpoint import is_checkpoint_dir, load_checkpoint
 from circuit_transfer.models.hf_convert import is_hf_dir, load_hf_dir
 
@@ -47,10 +47,8 @@ def _looks_like_path(spec: str) -> bool:
 
 
 def _is_transformer_lens_name(name: str) -> bool:
-    from transformer_lens.loading_from_pretrained import get_official_model_name
-
     try:
-        get_official_model_name(name)
+        official_model_name(name)
     except ValueError:
         return False
     return True

@@ -21,10 +21,10 @@ import zipfile
 from pathlib import Path
 
 import torch
-from transformer_lens import HookedTransformer
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from circuit_transfer.io import atomic_write
+from circuit_transfer.models.backend import HookedTransformer
 from circuit_transfer.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from circuit_transfer.models.hf_convert import hooked_from_hf
 from circuit_transfer.paths import cache_dir

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from circuit_transfer.models.backend import HookedTransformer, HookedTransformerConfig
 from circuit_transfer.models.tokenizer import attach_tokenizer, train_bpe_tokenizer
 
 NAME = "tiny"

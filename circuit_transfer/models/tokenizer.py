@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformer_lens import HookedTransformer
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from circuit_transfer.models.backend import HookedTransformer
 
 BOS, EOS, PAD, UNK = "<|bos|>", "<|eos|>", "<|pad|>", "<|unk|>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK]  # ids 0..3 in this order

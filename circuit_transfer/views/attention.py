@@ -6,10 +6,10 @@ import circuitsvis
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from circuit_transfer.data import Example
 from circuit_transfer.discovery import Circuit
+from circuit_transfer.models.backend import HookedTransformer
 from circuit_transfer.tasks import Task
 from circuit_transfer.views.colours import ATTENTION, attention_legend
 from circuit_transfer.views.inputs import check_circuit, head_label, prepare_prompt

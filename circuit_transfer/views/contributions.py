@@ -30,11 +30,11 @@ import einops
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from circuit_transfer.data import Example
 from circuit_transfer.discovery import Circuit, task_weights
 from circuit_transfer.discovery.relevance import Head
+from circuit_transfer.models.backend import HookedTransformer
 from circuit_transfer.readout import Margin
 from circuit_transfer.tasks import Task
 from circuit_transfer.views.colours import AWAY, TOWARD, tokens_legend

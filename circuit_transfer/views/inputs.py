@@ -7,10 +7,10 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from circuit_transfer.data import Example
 from circuit_transfer.discovery import Circuit, head_name
+from circuit_transfer.models.backend import HookedTransformer
 from circuit_transfer.readout import encode
 from circuit_transfer.tasks import Task
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from transformer_lens import HookedTransformer
-
 from circuit_transfer.data import Example
 from circuit_transfer.discovery import Circuit
+from circuit_transfer.models.backend import HookedTransformer
 from circuit_transfer.tasks import Task
 from circuit_transfer.views.attention import circuit_attention
 from circuit_transfer.views.contributions import contributions_view
