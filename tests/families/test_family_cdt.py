@@ -3,12 +3,16 @@
 
 Per family: the reference's parts add up to the clean run at every hook it returns and at the
 logits; the engine's clean run equals the model's at every recordable hook; the engine equals the
-reference; and beta is exactly 0 when the baseline is the source's own activation. A family whose
+reference; and beta is exactly 0 when the baseline is the source's own activation (the first-order
+check against autograd is test_family_first_order.py). A family whose
 config the engine still refuses is listed in REFUSED: its refusal must name the field, and its
 other tests are strict xfails, so supporting it without updating the table fails the suite.
 """
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -41,7 +45,8 @@ RULES = [
 HEADS = [(1, 3), (0, 1)]  # a source in each layer, unsorted
 
 
-def _families() -> list:
+def families() -> list:
+    """Every family; those in REFUSED as strict xfails (NotImplementedError)."""
     return [
         pytest.param(
             name,
@@ -84,7 +89,7 @@ def test_refusal_names_the_field(name, cdt_family):
         decompose_heads(model, tokens, HEADS, _baseline(model))
 
 
-@pytest.mark.parametrize("name", _families())
+@pytest.mark.parametrize("name", families())
 def test_reference_parts_add_up_to_the_clean_run(name, cdt_family):
     """The reference propagates gamma by its own rules: beta + gamma == clean is a test of the rules."""
     model, tokens = cdt_family(name)
@@ -100,7 +105,7 @@ def test_reference_parts_add_up_to_the_clean_run(name, cdt_family):
             assert parts["logits"][0].abs().max() > 1e-6  # the source reaches the logits
 
 
-@pytest.mark.parametrize("name", _families())
+@pytest.mark.parametrize("name", families())
 def test_engine_clean_run_and_parts_at_every_recorded_hook(name, cdt_family):
     model, tokens = cdt_family(name)
     record = _recordable(model)
@@ -114,7 +119,7 @@ def test_engine_clean_run_and_parts_at_every_recorded_hook(name, cdt_family):
         assert (out.beta[hook] + out.gamma[hook] - full).abs().max() <= 1e-10 * _scale(full), hook
 
 
-@pytest.mark.parametrize("name", _families())
+@pytest.mark.parametrize("name", families())
 def test_engine_equals_reference(name, cdt_family):
     model, tokens = cdt_family(name)
     mu = _baseline(model, seed=1)
@@ -143,7 +148,7 @@ def test_engine_equals_reference(name, cdt_family):
                 ), hook
 
 
-@pytest.mark.parametrize("name", _families())
+@pytest.mark.parametrize("name", families())
 def test_beta_is_exactly_zero_when_the_baseline_is_the_source_itself(name, cdt_family):
     model, tokens = cdt_family(name)
     _, cache = model.run_with_cache(tokens)
@@ -161,3 +166,15 @@ def test_beta_is_exactly_zero_when_the_baseline_is_the_source_itself(name, cdt_f
         assert torch.equal(out.beta_logits, torch.zeros_like(out.beta_logits)), rules
         for hook in record:
             assert torch.equal(out.beta[hook], torch.zeros_like(out.beta[hook])), (rules, hook)
+
+
+def test_readme_architecture_table_states_what_is_refused():
+    """README's architecture table has a row per family whose CD-T column matches REFUSED."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    rows = {m[1]: line for line in readme.splitlines() if (m := re.match(r"\| [^|]*\(`(\w+)`\) \|", line))}
+    for name, family in FAMILIES.items():
+        row = rows.get(family.architecture)
+        assert row is not None, f"README's architecture table has no row for {family.architecture}"
+        cdt_column = row.rstrip(" |").rsplit("|", 1)[1].strip()
+        expected = f"refused: `{REFUSED[name]}`" if name in REFUSED else "yes"
+        assert cdt_column == expected, (family.architecture, cdt_column)
