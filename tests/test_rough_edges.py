@@ -378,3 +378,54 @@ def test_checkpoints_and_runs_follow_the_umask(proxy, circuit_file, tmp_path, ma
         tmp_path / "run" / "result.json",
     ):
         assert path.stat().st_mode & 0o777 == 0o666 & ~mask, path
+
+
+# ---------------------------------------------------------------------------------------------
+# Unstable selection
+
+
+def _scores(values, stderr):
+    from circuit_transfer.discovery import HeadScores
+
+    values = torch.tensor(values)
+    return HeadScores(
+        values, model_name="m", n_layers=values.shape[0], n_heads=values.shape[1], stderr=torch.tensor(stderr)
+    )
+
+
+def test_a_cut_within_one_standard_error_is_flagged_in_the_repr_and_the_grid():
+    from circuit_transfer.discovery import select_threshold, select_top_k
+    from circuit_transfer.views import relevance_grid_html
+
+    # the demo's case: L0H2 0.694 +- 0.25 (k-th) vs L0H3 0.677 +- 0.40 ((k+1)-th)
+    scores = _scores([[0.9, 0.1, 0.694, 0.677]], [[0.1, 0.1, 0.25, 0.40]])
+    circuit = select_top_k(scores, 2)
+    assert circuit.heads == ((0, 0), (0, 2))
+    cut = circuit.boundary
+    assert (cut.last_in, cut.first_out, cut.unstable) == ((0, 2), (0, 3), True)
+    assert "unstable selection: L0H2 +0.694 ± 0.25 (last head in) and L0H3 +0.677 ± 0.4" in repr(circuit)
+    assert "unstable selection" in relevance_grid_html(circuit)
+    assert select_threshold(scores, 0.68).boundary.unstable  # the same cut by a threshold
+
+    stable = select_top_k(_scores([[0.9, 0.1, 0.694, 0.2]], [[0.1, 0.1, 0.25, 0.2]]), 2)
+    assert not stable.boundary.unstable and stable.boundary.gap == pytest.approx(0.494)
+    assert "unstable" not in repr(stable) and "unstable" not in relevance_grid_html(stable)
+    # one standard error is the larger of the two heads' (here the first head out's)
+    assert select_top_k(_scores([[0.9, 0.5, 0.3, 0.0]], [[0.0, 0.01, 0.01, 0.35]]), 3).boundary.unstable
+
+
+def test_discover_says_when_its_cut_is_unstable(proxy, tmp_path, capsys):
+    out = tmp_path / "c.json"
+    argv = ["discover", "--model", str(proxy), "--lang", "ind", "--n-examples", "3", "--batch-size", "9"]
+    seen = set()
+    for k in ("1", "2", "3", "4"):
+        assert (
+            main([*argv, "--k", k, "--no-faithfulness", "--max-len", "48", "--out", str(out), "--overwrite"])
+            == 0
+        )
+        printed = capsys.readouterr().out
+        unstable = Circuit.load(out).boundary.unstable
+        assert ("unstable selection:" in printed) == unstable
+        assert printed.count("within one standard error") == (2 if unstable else 0)  # repr + the line
+        seen.add(unstable)
+    assert True in seen  # an untrained model on 9 sentences has some cut within noise

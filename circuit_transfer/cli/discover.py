@@ -137,6 +137,9 @@ def run_discover(args: argparse.Namespace) -> int:
         ]
         print(markdown_table(rows))
     print(repr(circuit))
+    cut = circuit.boundary
+    if cut is not None and cut.unstable:
+        print(f"unstable selection: {cut.describe()}")
     if not args.no_faithfulness:
         f = faithfulness(model, task, circuit, examples, margin=args.margin, **common)
         print(

@@ -27,6 +27,42 @@ class CircuitModelMismatch(ValueError):
     """A circuit used on a model of another shape."""
 
 
+RANKED_SELECTIONS = ("top-k", "threshold")  # selections that keep the heads scoring highest
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """Where a score-ranked selection cut: its lowest-scoring head in, the highest-scoring head out.
+
+    When the two scores are within one standard error (the larger of the two heads' standard errors
+    of the mean over discovery examples), the cut is *unstable*: another discovery sample of the same
+    size may well swap the two heads, so the circuit is not determined by the data at this k.
+    """
+
+    last_in: Head
+    last_in_score: float
+    last_in_stderr: float
+    first_out: Head
+    first_out_score: float
+    first_out_stderr: float
+
+    @property
+    def gap(self) -> float:
+        return self.last_in_score - self.first_out_score
+
+    @property
+    def unstable(self) -> bool:
+        return self.gap <= max(self.last_in_stderr, self.first_out_stderr)
+
+    def describe(self) -> str:
+        return (
+            f"{head_name(self.last_in)} {self.last_in_score:+.3g} ± {self.last_in_stderr:.2g} (last head in) and "
+            f"{head_name(self.first_out)} {self.first_out_score:+.3g} ± {self.first_out_stderr:.2g} (first head out) "
+            "are within one standard error: another discovery set may swap them (more discovery examples, "
+            "or another k, give a stable cut)"
+        )
+
+
 @dataclass(frozen=True)
 class Circuit:
     """A head set of a model with `n_layers x n_heads` heads.
@@ -104,6 +140,27 @@ class Circuit:
     @property
     def n_total(self) -> int:
         return self.n_layers * self.n_heads
+
+    @property
+    def boundary(self) -> Boundary | None:
+        """The cut of a top-k or threshold selection (None without scores and standard errors)."""
+        scores = self.scores
+        if self.method not in RANKED_SELECTIONS or scores is None or scores.stderr is None:
+            return None
+        if not 0 < len(self.heads) < self.n_total:
+            return None
+        ranked = [head for head, _ in scores.ranked()]
+        last_in = max(self.heads, key=ranked.index)
+        first_out = next(head for head in ranked if head not in self.heads)
+        se = scores.stderr
+        return Boundary(
+            last_in,
+            scores[last_in],
+            float(se[last_in]),
+            first_out,
+            scores[first_out],
+            float(se[first_out]),
+        )
 
     def validate(self, model: HookedTransformer, strict_name: bool = False) -> None:
         """Refuse a model whose shape differs from the one the circuit was found on.
@@ -192,9 +249,11 @@ class Circuit:
         for head in self.heads[:8] if self.scores is None else self._by_score()[:8]:
             shown.append(head_name(head) + ("" if self.scores is None else f" {self.scores[head]:+.3g}"))
         more = ", ..." if len(self.heads) > 8 else ""
+        cut = self.boundary
+        unstable = f"; unstable selection: {cut.describe()}" if cut is not None and cut.unstable else ""
         return (
             f"Circuit({len(self.heads)} heads of {self.n_layers}x{self.n_heads} {self.model_name!r}{where} "
-            f"by {how}: {', '.join(shown)}{more})"
+            f"by {how}: {', '.join(shown)}{more}{unstable})"
         )
 
     def _by_score(self) -> list[Head]:

@@ -92,9 +92,13 @@ def relevance_grid_html(
         if head_scores is not None
         else ""
     )
-    return (
-        f'<div class="ct-card"><div><b>{esc(caption)}</b></div>{_grid(n_layers, n_heads, cell)}{legend}</div>'
+    cut = circuit.boundary if circuit is not None else None
+    warning = (
+        f'<div class="ct-unstable" style="color:#9a6700;font-size:0.9em">unstable selection: {esc(cut.describe())}</div>'
+        if cut is not None and cut.unstable
+        else ""
     )
+    return f'<div class="ct-card"><div><b>{esc(caption)}</b></div>{_grid(n_layers, n_heads, cell)}{legend}{warning}</div>'
 
 
 def circuit_html(circuit: Circuit) -> str:
