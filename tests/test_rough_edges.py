@@ -191,7 +191,7 @@ def test_transfer_out_is_never_overwritten_silently_and_overwrite_leaves_no_stal
 ):
     out = tmp_path / "run"
     assert main(_transfer_args(proxy, circuit_file, out)) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["delta.safetensors", "result.json"]
+    assert {"delta.safetensors", "result.json"} <= {p.name for p in out.iterdir()}
     first = (out / "result.json").read_bytes()
 
     with monkeypatch.context() as m:  # refused before the model is even loaded
@@ -201,7 +201,8 @@ def test_transfer_out_is_never_overwritten_silently_and_overwrite_leaves_no_stal
     assert (out / "result.json").read_bytes() == first
 
     assert main([*_transfer_args(proxy, circuit_file, out, method="zero-shot"), "--overwrite"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["result.json"]  # no stale delta from ct-sft
+    names = {p.name for p in out.iterdir()}
+    assert "result.json" in names and "delta.safetensors" not in names  # no stale delta from ct-sft
     assert json.loads((out / "result.json").read_text())["method"] == "zero-shot"
     assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no temporary folder left behind
 
