@@ -136,16 +136,14 @@ def test_engine_equals_reference(name, cdt_family):
         for i, (layer, head) in enumerate(HEADS):
             ref = reference_decompose(model, tokens, (layer, head), mu[layer, head], rules, cache=cache)
             beta, gamma = ref["logits"]
-            assert (out.beta_logits[i] - beta).abs().max() <= 1e-10 * _scale(beta + gamma), (
-                rules,
-                layer,
-                head,
-            )
+            # rounding scales with the larger of an activation and its parts: under a post-norm block
+            # (OLMo 2) the parts reach 1e6 on logits of 1 (they cancel), and differ by ~2e-10 of that
+            tol = 1e-9 * max(_scale(beta + gamma), _scale(beta))
+            assert (out.beta_logits[i] - beta).abs().max() <= tol, (rules, layer, head)
             for hook in record:
                 expected = ref[hook][0] if hook in ref else torch.zeros_like(out.beta[hook][i])
-                assert (out.beta[hook][i] - expected).abs().max() <= 1e-10 * max(
-                    _scale(out.full[hook]), 1.0
-                ), hook
+                tol = 1e-9 * max(_scale(out.full[hook]), _scale(expected), 1.0)
+                assert (out.beta[hook][i] - expected).abs().max() <= tol, hook
 
 
 @pytest.mark.parametrize("name", families())
