@@ -3,7 +3,7 @@
 NusaX is parallel, so the discovery sets are the *same sentence ids* (drawn label-balanced from the
 proxy language's valid split) in every language. Head relevance is scored once per language;
 head sets (top-k) are compared with Jaccard and overlap@k, score vectors with Spearman
-(method.md §6). When experiment 1's results are present, each target's similarity to the proxy
+(docs/method.md §6). When experiment 1's results are present, each target's similarity to the proxy
 language's circuit is joined with its transfer outcome (CT-SFT gain over zero-shot), to ask
 whether circuit similarity predicts transfer success.
 

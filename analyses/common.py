@@ -33,9 +33,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 WORK = Path(__file__).resolve().parent.parent / "runs" / "analyses"
 
 
-# Reference figures quoted from method.md §7 (measured by the project earlier, not by these scripts).
+# Reference figures quoted from docs/method.md §7 (measured by the project earlier, not by these scripts).
 NUSAX_ANCHORS = (
-    "Reference anchors quoted from method.md §7 (not computed by this script): TF-IDF word+char n-grams "
+    "Reference anchors quoted from docs/method.md §7 (not computed by this script): TF-IDF word+char n-grams "
     "+ logistic regression trained on Indonesian, 400 test sentences: ind 77.5%, jav 68.5%, sun 66.2%, "
     "bug 46.5%, eng 27.0% (zero-shot); trained in-language: 75-81% for every language. One epoch of full "
     "fine-tuning of SmolLM2-135M on 500 Indonesian (200 test sentences each): ind 71.0%, jav 59.5%, "

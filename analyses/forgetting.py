@@ -2,7 +2,7 @@
 
 For every method: proxy-language test accuracy before and after transfer, and accuracy on the
 untouched retention languages (e.g. English: the target data cannot help there, unlike the
-proxy language on a parallel corpus, method.md §7). Also the paired per-seed difference in
+proxy language on a parallel corpus, docs/method.md §7). Also the paired per-seed difference in
 forgetting between CT-SFT and each other method (negative = CT-SFT forgets less).
 
     python analyses/forgetting.py --quick                       # runs exp. 1 quick first if needed
@@ -104,7 +104,7 @@ def render(out: Path, data: dict) -> str:
     notes = [
         "drop = accuracy before minus after (positive = forgot); mean over seeds with a 95% t-interval.",
         "Proxy-language drop is confounded on parallel corpora (NusaX, and XNLI, which is translated: target "
-        "training sentences are translations of proxy sentences; method.md §7); untouched retention languages "
+        "training sentences are translations of proxy sentences; docs/method.md §7); untouched retention languages "
         "are the cleaner measure.",
         "Contrasts: per-seed paired CT-SFT drop minus the other method's drop; negative = CT-SFT forgets less. "
         "An interval containing 0 (or n=1) does not resolve the difference.",

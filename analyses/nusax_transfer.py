@@ -3,7 +3,7 @@
 Targets are other NusaX languages; methods zero-shot, full, ct-sft, near-zero, random, ln-only; a
 sweep over k (fractions of heads), n_train and seeds. Reports target accuracy / macro-F1 with 95%
 CIs over seeds, proxy-language forgetting, retention on an untouched far language (English), and
-the number of parameters changed, beside the TF-IDF anchors of method.md §7 (quoted, not computed).
+the number of parameters changed, beside the TF-IDF anchors of docs/method.md §7 (quoted, not computed).
 
     python analyses/nusax_transfer.py --quick                 # tiny model, ~1-2 minutes
     OMP_NUM_THREADS=1 python analyses/nusax_transfer.py       # SmolLM2-135M, full defaults
@@ -52,7 +52,7 @@ QUICK = dict(
 )
 
 
-# Quoted TF-IDF reference (trained on Indonesian, method.md §7), shown beside Indonesian-proxy rows.
+# Quoted TF-IDF reference (trained on Indonesian, docs/method.md §7), shown beside Indonesian-proxy rows.
 ANCHOR = (
     "TF-IDF(ind) % [quoted]",
     lambda r: (

@@ -399,7 +399,7 @@ def render(out: Path, name: str, summary: dict, anchors: list[str], anchor=None)
         "Forgetting = proxy-language test accuracy before minus after transfer (positive = forgot). On a "
         "parallel corpus (NusaX) the target training sentences are translations of proxy training "
         "sentences, so proxy-language forgetting is confounded; '<lang> drop' columns are untouched "
-        "retention languages (method.md §7).",
+        "retention languages (docs/method.md §7).",
         "With 200 test sentences the standard error of one accuracy is about ±3.5 points: differences "
         "smaller than that are not resolved by one run.",
         "'kept proxy (runs)': runs in which selecting the epoch on target valid kept epoch 0, the unchanged "

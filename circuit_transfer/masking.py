@@ -5,7 +5,7 @@ keyed by the name `model.named_parameters()` gives it (`blocks.3.attn.W_Q`, `ln_
 Masks are built on the real parameters, never on the stacked views (`model.W_Q`) or on the GQA
 repeat properties (`attn.W_K` of a grouped-query layer is `repeat_interleave(attn._W_K)`).
 
-What a head set C makes trainable (method.md §5), per attention parameter:
+What a head set C makes trainable (docs/method.md §5), per attention parameter:
 
 - `W_Q, W_K, W_V` [head, d_model, d_head], `W_O` [head, d_head, d_model], `b_Q, b_K, b_V`
   [head, d_head]: the slices `[h]` for (layer, h) in C.
@@ -74,7 +74,7 @@ _PER_KV_GROUP = ("_W_K", "_W_V", "_b_K", "_b_V")
 
 @dataclass(frozen=True)
 class MaskPolicy:
-    """The choices method.md leaves open about which shared tensors a head set may change.
+    """The choices the papers leave open (docs/method.md §5) about which shared tensors a head set may change.
 
     Attributes:
         b_O: the attention output bias, shared by all heads of a layer: "frozen", or trainable

@@ -1,4 +1,4 @@
-"""From examples to model inputs, and from logits to the task decision (method.md §2).
+"""From examples to model inputs, and from logits to the task decision (docs/method.md §2).
 
 Prompts are right-padded: with causal attention, padding after the last real token cannot change
 any real position, so a padded example gives exactly the result it gives alone.
@@ -111,7 +111,7 @@ def label_logits(
 def task_margin(
     label_scores: Float[Tensor, "... n_labels"], labels: Int[Tensor, "..."], kind: Margin = "mean"
 ) -> Float[Tensor, "..."]:
-    """Task direction m = score[y] - mean (or max) over the other labels of score[y'] (method.md §2).
+    """Task direction m = score[y] - mean (or max) over the other labels of score[y'] (docs/method.md §2).
 
     Linear in the scores for kind="mean", so it applies equally to decomposed (beta) logits.
     """

@@ -1,7 +1,7 @@
 """Tasks as next-token prediction: a prompt template and one label word (verbalizer) per class.
 
 The model's logits at the final prompt position are read at the first token of each label word
-(method.md §2). Templates and words are data: override them with `get_task(..., template=...,
+(docs/method.md §2). Templates and words are data: override them with `get_task(..., template=...,
 label_words=...)`.
 """
 

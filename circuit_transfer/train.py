@@ -28,7 +28,7 @@ class TrainConfig:
 
     Attributes:
         epochs: passes over the training set; the epoch with the best validation accuracy is kept.
-        loss: "label": cross-entropy over the label-word logits (default, method.md §2);
+        loss: "label": cross-entropy over the label-word logits (default, docs/method.md §2);
             "vocab": full-vocabulary cross-entropy on the gold label word's first token.
         start_is_candidate: the untrained model (epoch 0) competes in epoch selection, so a run
             whose training never helps on the validation set returns the model it started from.

@@ -1,4 +1,4 @@
-"""Masked transfer to the target language: CT-SFT and the controls it is compared with (method.md §5).
+"""Masked transfer to the target language: CT-SFT and the controls it is compared with (docs/method.md §5).
 
 Every method starts from the same proxy checkpoint and gets the same target-language training
 subset, seed, schedule and epoch selection (on the target valid split); only the set of parameters
@@ -65,7 +65,7 @@ class TransferSpec:
         seed: seeds the training subset and the random-head control (training's shuffling follows
             `config.seed`; the analyses sweep sets both to the run's seed).
         retention_langs: extra languages whose test accuracy is measured before and after
-            (forgetting where target data cannot help, method.md §7).
+            (forgetting where target data cannot help, docs/method.md §7).
         n_test: cap on test examples per language (None: the whole split).
         n_valid: cap on the valid examples that select the epoch (None: the whole split; XNLI's
             valid cut has 498 rows, evaluated once per epoch).
@@ -300,7 +300,7 @@ def outcome(before: Mapping[str, dict], after: Mapping[str, dict], target: str, 
     """A run's headline numbers from its test scores by language, before and after training.
 
     forgetting = proxy accuracy before - proxy accuracy after (positive: the proxy language got
-    worse; method.md §7 explains why it is confounded on parallel data).
+    worse; docs/method.md §7 explains why it is confounded on parallel data).
     """
     return {
         "target_accuracy": after[target]["accuracy"],

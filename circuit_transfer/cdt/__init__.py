@@ -1,7 +1,7 @@
 """CD-T (contextual decomposition for transformers) over TransformerLens models.
 
 `decompose_heads` splits each source head's output into a relevant part (its deviation from a
-baseline) and an irrelevant part, and propagates the relevant part to the logits (method.md §3).
+baseline) and an irrelevant part, and propagates the relevant part to the logits (docs/method.md §3).
 """
 
 from circuit_transfer.cdt.engine import RECORDABLE, decompose_heads

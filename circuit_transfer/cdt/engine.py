@@ -2,7 +2,7 @@
 
 For each source head s at layer L, `beta_s = z - mu` (at the source positions), everything else is
 irrelevant. Only beta is propagated; every term that depends on gamma is recovered from one cached
-clean run as `full - beta` (method.md §3), so the cost per source is about one forward pass from
+clean run as `full - beta` (docs/method.md §3), so the cost per source is about one forward pass from
 its layer up. All sources of a layer and all examples are pushed together as rows
 `[src, batch, ...]`, split into chunks of at most `chunk_size` rows to bound memory.
 """

@@ -2,7 +2,7 @@
 
 Every rule returns the relevant part beta' of a component's output; the irrelevant part is
 always `gamma' = full' - beta'`, so completeness (`beta + gamma == full`) holds by construction
-and only beta is carried (method.md §3). Where a rule needs gamma it is recovered as
+and only beta is carried (docs/method.md §3). Where a rule needs gamma it is recovered as
 `full - beta` from cached activations of the clean run.
 
 Tensors carrying beta have leading axes `src batch` (one row per source and example); cached full
@@ -137,7 +137,7 @@ def gated_product(
 ) -> Float[Tensor, "*lead d"]:
     """Gated-MLP rule (SwiGLU, GeGLU): gamma' = f(g_gamma) * u_gamma, beta' = f(g) * u - gamma'.
 
-    Our choice (method.md leaves it open): the irrelevant part is what the gate would produce from
+    Our choice (the papers leave it open; docs/method.md §3): the irrelevant part is what the gate would produce from
     irrelevant inputs alone, the same "linearize" idea as for a plain nonlinearity applied to the
     pair (g, u); all interaction terms go to beta.
     """

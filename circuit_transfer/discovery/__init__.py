@@ -1,4 +1,4 @@
-"""Mechanism discovery (method.md §4): baselines, head relevance, selection, circuits, faithfulness.
+"""Mechanism discovery (docs/method.md §4): baselines, head relevance, selection, circuits, faithfulness.
 
 Data flows one way: `make_baseline` (mu per head) -> `head_relevance` (a `HeadScores`) ->
 `select_*` / `iterative_search` (a `Circuit`) -> `faithfulness` / `compare`. `discover` runs the

@@ -1,6 +1,6 @@
 """Reference activations mu for every head's output (`hook_z`): the operating point of CD-T.
 
-CT-SFT's baseline (method.md §4) is the **label-balanced mean**: the mean of the per-class means,
+CT-SFT's baseline (docs/method.md §4) is the **label-balanced mean**: the mean of the per-class means,
 so each label has equal weight whatever the class sizes, and class information cancels.
 
 Design choices (documented, switchable):

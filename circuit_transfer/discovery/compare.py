@@ -1,4 +1,4 @@
-"""Comparing circuits and head scores across languages (method.md §6).
+"""Comparing circuits and head scores across languages (docs/method.md §6).
 
 - Jaccard: |A ∩ B| / |A ∪ B| of the head sets.
 - Overlap at k: |top_k(A) ∩ top_k(B)| / k, where top_k is taken from the scores when an object has

@@ -2,7 +2,7 @@
 
 Mean ablation replaces a head's `hook_z` by the baseline mu at every position (the same mu as
 discovery; a from-end baseline is laid onto each prompt). The task metric is the mean margin
-(method.md §2) and, reported beside it, accuracy.
+(docs/method.md §2) and, reported beside it, accuracy.
 
     faithfulness(C) = (m(C) - m(empty)) / (m(full) - m(empty))
 

@@ -10,7 +10,7 @@ contributed by head s (beta_s = z_s - mu_s at every position of the prompt):
   `grad_z(readout) . (z - mu)` summed over positions and d_head (one forward and one backward per
   batch for the directional score; one backward per label for the ratio).
 
-Scores (method.md §4):
+Scores (docs/method.md §4):
 
 - `score="directional"` (CT-SFT): `R(s) = E_x[w_x . beta_label_logits(s, x)]` where `w_x` is the
   task direction of example x: +1 on the gold label, -1/(n_labels-1) on the others (margin

@@ -5,7 +5,7 @@ CD-T's iterative search.
 rounded, at least 1). Ties are broken by position (lower layer, then lower head first), so every
 selection is deterministic.
 
-Iterative search (method.md §4, after CD-T's): round 1 scores every head on the logits
+Iterative search (docs/method.md §4, after CD-T's): round 1 scores every head on the logits
 (directional relevance) and keeps the top `k`. In each later round the heads kept in the previous
 round become the *targets*: every not-yet-selected head s in an earlier layer than some target is
 scored by its contribution to the task direction *through* the targets,

@@ -10,7 +10,7 @@ head s = (l, h) with attention pattern A_s and values v_s (`blocks.l.attn.hook_v
 `readout(r) = w_y . (W_U[:, label_ids]^T norm(r))` is the *direct path* of a residual-stream vector
 to the task direction: `norm` is the final LayerNorm/RMSNorm linearised at the real forward pass
 (centred when the model centres, divided by the real `ln_final.hook_scale` at t, times the norm
-weight; its bias is not attributed), and `w_y` are the task-direction weights of method.md §2
+weight; its bias is not attributed), and `w_y` are the task-direction weights of docs/method.md §2
 (+1 on y, -1/(n_labels-1) on the others; margin "max": -1 on the runner-up of the real logits).
 b_O and b_U are not attributed (no token owns them).
 

@@ -144,7 +144,7 @@ def results_html(results: Mapping | Iterable[Mapping]) -> str:
     note = (
         f'<div class="ct-note">task {esc(", ".join(sorted({str(r.get("task")) for r in records})))}; '
         f"proxy language {esc(', '.join(sorted(str(p) for p in proxy)))}; forgetting in accuracy points "
-        "on the proxy language's test set (NusaX is parallel: see method.md §7).</div>"
+        "on the proxy language's test set (NusaX is parallel: see docs/method.md §7).</div>"
     )
     return f'<div class="ct-results">{note}{results_chart_svg(records)}{results_table_html(records)}</div>'
 

@@ -1,4 +1,4 @@
-"""The CD-T rules on hand-computable inputs (method.md §3): bias share, even split, stability rule."""
+"""The CD-T rules on hand-computable inputs (docs/method.md §3): bias share, even split, stability rule."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The documented defaults (method.md, the docstrings) pinned, and the scores they name computed by hand.
+"""The documented defaults (docs/method.md, the docstrings) pinned, and the scores they name computed by hand.
 
 A changed default silently changes every published number made without the flag, so each is
 pinned here; the two that define a score (margin "mean", cdt-ratio over |gamma|) are also checked

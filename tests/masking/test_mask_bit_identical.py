@@ -1,4 +1,4 @@
-"""The acceptance test of method.md §5: masked entries are bit-identical after training with
+"""The acceptance test of docs/method.md §5: masked entries are bit-identical after training with
 AdamW (weight decay 0.1), clipping, a cosine schedule, and a save/resume half-way."""
 
 from __future__ import annotations
