@@ -8,6 +8,12 @@ with at least one trainable entry it holds:
   per selected head; a fully trainable norm costs one run.
 - `"{name}.values"`: the trained values at those entries, in run order (the parameter's dtype).
 
+Names are the model's `named_parameters()` names, so a delta belongs to the backend it was made
+on: TransformerLens names (`blocks.0.attn.W_Q`) on the hooked backend, the bridge's wrapped HF
+names (`model.layers.0._original_component.self_attn...q_proj._original_component.weight`) on the
+bridge, whose head slices are rows, not leading indices. `apply_delta` refuses a delta of the other
+backend with a clear error instead of guessing a layout conversion.
+
 Values, not differences, are stored: applying them is an exact copy, so a base model plus the
 delta reproduces the trained model bit for bit. Frozen entries are not stored at all.
 """
@@ -26,7 +32,8 @@ from safetensors.torch import save_file
 
 from circuit_transfer.io import atomic_write
 from circuit_transfer.masking import ParamMasks
-from circuit_transfer.models.backend import HookedTransformer
+from circuit_transfer.models.backend import Model
+from circuit_transfer.models.bridge import backend_of, delta_names_backend
 
 Delta = dict[str, torch.Tensor]
 """`"{param}.runs"` -> int64 [n_runs, 2] (start, length) and `"{param}.values"` -> values, per
@@ -57,7 +64,7 @@ def runs_to_index(runs: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def extract_delta(
-    model: HookedTransformer,
+    model: Model,
     base_state_dict: Mapping[str, torch.Tensor],
     masks: ParamMasks,
     check_frozen: bool = True,
@@ -126,7 +133,7 @@ def load_delta(path: str | os.PathLike) -> tuple[Delta, dict[str, Any]]:
 
 
 @torch.no_grad()
-def apply_delta(model: HookedTransformer, delta: Delta) -> HookedTransformer:
+def apply_delta(model: Model, delta: Delta) -> Model:
     """Write the delta's values into `model`'s parameters in place (e.g. a fresh copy of the base
     model); returns `model`.
 
@@ -135,6 +142,12 @@ def apply_delta(model: HookedTransformer, delta: Delta) -> HookedTransformer:
     """
     params = dict(model.named_parameters())
     names = [k[: -len(_RUNS)] for k in delta if k.endswith(_RUNS)]
+    made_on, model_backend = delta_names_backend(names), backend_of(model)
+    if names and made_on != model_backend:
+        raise ValueError(
+            f"this delta was made on the {made_on} backend, the model is a {model_backend} model: load "
+            f"the base model with backend={made_on!r} (load_model(..., backend={made_on!r})) and apply it there"
+        )
     for name in names:
         if name not in params:
             raise ValueError(f"delta has values for {name}, which the model does not have")

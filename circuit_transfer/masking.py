@@ -29,6 +29,12 @@ What a head set C makes trainable (docs/method.md §5), per attention parameter:
   anything unknown. A head set never trains an expert: the sparse controls (near-zero, random)
   and ln-only freeze them too; only `FULL` trains them.
 
+On a `TransformerBridge` the same rules act on the HF parameters themselves (`_bridge_masks`):
+head h of layer l is rows `h*d_head:(h+1)*d_head` of `q_proj` (weight and bias) and the same
+columns of `o_proj.weight`; KV group g is those rows of `k_proj` / `v_proj` (each head's own
+rows when there is no grouping); `o_proj.bias` is `b_O`; the HF norm modules the bridge maps and
+the QK-norms follow the norm policies; everything else is frozen.
+
 `full_masks` (full fine-tuning) and `ln_only_masks` (no heads, norms only) are the two controls.
 `masked_training` applies masks to a model for the duration of a `with` block.
 """
@@ -42,7 +48,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
-from circuit_transfer.models.backend import AbstractAttention, HookedTransformer, LayerNorm, RMSNorm
+from circuit_transfer.models.backend import AbstractAttention, LayerNorm, Model, RMSNorm
+from circuit_transfer.models.bridge import attention_params, is_bridge, norm_modules
 
 ParamMasks = dict[str, torch.Tensor]
 """Parameter name (as in `model.named_parameters()`) -> 0/1 tensor of that parameter's shape,
@@ -174,13 +181,13 @@ class TrainableSet:
         )
 
 
-def _model_shape(model: HookedTransformer) -> str:
+def _model_shape(model: Model) -> str:
     cfg = model.cfg
     kv = f", {cfg.n_key_value_heads} KV heads" if cfg.n_key_value_heads else ""
     return f"{cfg.n_layers} layers x {cfg.n_heads} heads{kv}"
 
 
-def normalize_heads(model: HookedTransformer, heads: HeadSpec) -> tuple[Head, ...] | None:
+def normalize_heads(model: Model, heads: HeadSpec) -> tuple[Head, ...] | None:
     """Validate a head spec against the model; sorted unique (layer, head) pairs, or None for FULL.
 
     Raises:
@@ -226,9 +233,7 @@ def _as_index(x: object) -> int:
     raise TypeError
 
 
-def head_grad_masks(
-    model: HookedTransformer, heads: HeadSpec, policy: MaskPolicy = MaskPolicy()
-) -> ParamMasks:
+def head_grad_masks(model: Model, heads: HeadSpec, policy: MaskPolicy = MaskPolicy()) -> ParamMasks:
     """A 0/1 mask for every named parameter of `model`: 1 where head set `heads` may change it.
 
     Args:
@@ -242,6 +247,8 @@ def head_grad_masks(
         name -> mask, in `model.named_parameters()` order.
     """
     selected = normalize_heads(model, heads)
+    if selected is not None and is_bridge(model):
+        return _bridge_masks(model, selected, policy)
     masks: ParamMasks = {}
     for name, param in model.named_parameters():
         mask = torch.zeros_like(param, requires_grad=False)
@@ -294,19 +301,74 @@ def _fill_attention_mask(
     # any other attention parameter stays frozen
 
 
-def full_masks(model: HookedTransformer) -> ParamMasks:
+_Slices = tuple[Literal["rows", "cols"], list[int], int] | bool
+"""What a bridge parameter's mask gets: True (every entry), False (none), or (axis, blocks, d_head):
+rows (axis 0) or columns (axis 1) `i*d_head:(i+1)*d_head` for each block index i."""
+
+
+def _bridge_masks(model: Model, selected: tuple[Head, ...], policy: MaskPolicy) -> ParamMasks:
+    """Head masks on a TransformerBridge's HF parameters (rows / columns per head, see the top)."""
+    plan: dict[int, _Slices] = {}  # id(parameter) -> what its mask gets; absent: frozen
+    for module in norm_modules(model):
+        for param in module.parameters():
+            plan[id(param)] = policy.norms == "trainable"
+    qk_on = policy.norms == "trainable" and policy.qk_norm == "with-norms"
+    for ap in attention_params(model):
+        heads = [h for (layer, h) in selected if layer == ap.layer]
+        if ap.n_kv_heads == ap.n_heads:
+            groups = heads
+        elif policy.gqa_kv == "any-query-head":
+            groups = sorted({h // (ap.n_heads // ap.n_kv_heads) for h in heads})
+        else:
+            groups = []
+        for linear, n_out, blocks in (
+            (ap.q, ap.n_heads, heads),
+            (ap.k, ap.n_kv_heads, groups),
+            (ap.v, ap.n_kv_heads, groups),
+        ):
+            if linear.out_features != n_out * ap.d_head:
+                raise NotImplementedError(
+                    f"layer {ap.layer}: a projection has {linear.out_features} outputs, "
+                    f"not {n_out} heads x {ap.d_head}; no head-mask rule for it"
+                )
+            for param in linear.parameters():
+                plan[id(param)] = ("rows", blocks, ap.d_head)
+        plan[id(ap.o.weight)] = ("cols", heads, ap.d_head)
+        if ap.o.bias is not None:
+            plan[id(ap.o.bias)] = policy.b_O == "any-head" and bool(heads)
+        for norm in (ap.q_norm, ap.k_norm):
+            for param in () if norm is None else norm.parameters():
+                plan[id(param)] = qk_on
+        for name, param in model.blocks[ap.layer].attn.original_component.named_parameters():
+            if id(param) not in plan:
+                raise NotImplementedError(
+                    f"no head-mask rule for attention parameter {name} of layer {ap.layer}"
+                )
+    masks: ParamMasks = {}
+    for name, param in model.named_parameters():
+        mask = torch.zeros_like(param, requires_grad=False)
+        what = plan.get(id(param), False)
+        if what is True:
+            mask.fill_(1)
+        elif what:
+            axis, blocks, d = what
+            for i in blocks:
+                (mask[i * d : (i + 1) * d] if axis == "rows" else mask[:, i * d : (i + 1) * d]).fill_(1)
+        masks[name] = mask
+    return masks
+
+
+def full_masks(model: Model) -> ParamMasks:
     """Masks for full fine-tuning: every entry of every parameter may change."""
     return head_grad_masks(model, FULL)
 
 
-def ln_only_masks(model: HookedTransformer) -> ParamMasks:
+def ln_only_masks(model: Model) -> ParamMasks:
     """Masks that let only LayerNorm/RMSNorm parameters change (no heads)."""
     return head_grad_masks(model, [], MaskPolicy(norms="trainable"))
 
 
-def trainable_set(
-    model: HookedTransformer, heads: HeadSpec, policy: MaskPolicy = MaskPolicy()
-) -> TrainableSet:
+def trainable_set(model: Model, heads: HeadSpec, policy: MaskPolicy = MaskPolicy()) -> TrainableSet:
     """`head_grad_masks` plus the counts: how many parameters can change, overall and per tensor."""
     selected = normalize_heads(model, heads)  # once: `heads` may be a one-shot iterator
     spec = FULL if selected is None else selected
@@ -330,7 +392,7 @@ class _Applied:
 
 @contextlib.contextmanager
 def masked_training(
-    model: HookedTransformer, heads: HeadSpec, policy: MaskPolicy = MaskPolicy()
+    model: Model, heads: HeadSpec, policy: MaskPolicy = MaskPolicy()
 ) -> Iterator[TrainableSet]:
     """Within the block, backward only produces gradients where `heads` (under `policy`) may change.
 

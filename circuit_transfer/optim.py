@@ -40,7 +40,7 @@ import torch
 
 from circuit_transfer.io import atomic_write
 from circuit_transfer.masking import ParamMasks
-from circuit_transfer.models.backend import HookedTransformer
+from circuit_transfer.models.backend import Model
 
 
 @dataclass(frozen=True)
@@ -122,7 +122,7 @@ class MaskedAdamW:
 
     def __init__(
         self,
-        model: HookedTransformer,
+        model: Model,
         config: OptimConfig = OptimConfig(),
         total_steps: int = 1,
         masks: ParamMasks | None = None,
@@ -256,7 +256,7 @@ class MaskedAdamW:
 
 
 def save_training_state(
-    path: str | os.PathLike, model: HookedTransformer, opt: MaskedAdamW, extra: dict[str, Any] | None = None
+    path: str | os.PathLike, model: Model, opt: MaskedAdamW, extra: dict[str, Any] | None = None
 ) -> Path:
     """Atomically save model weights, optimizer state and `extra` (plain data: numbers, strings, lists,
     dicts, tensors) so a run can resume mid-way."""
@@ -264,9 +264,7 @@ def save_training_state(
     return atomic_write(path, lambda tmp: torch.save(payload, tmp))
 
 
-def load_training_state(
-    path: str | os.PathLike, model: HookedTransformer, opt: MaskedAdamW
-) -> dict[str, Any]:
+def load_training_state(path: str | os.PathLike, model: Model, opt: MaskedAdamW) -> dict[str, Any]:
     """Load what `save_training_state` wrote into `model` (in place) and `opt`; returns `extra`.
 
     Build `opt` the same way as the saved one (same masks, inside the same `masked_training`).

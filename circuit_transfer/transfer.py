@@ -39,6 +39,7 @@ from circuit_transfer.evaluate import EvalResult, ItemPredictions, evaluate, sav
 from circuit_transfer.io import atomic_write_dir, atomic_write_json
 from circuit_transfer.masking import FULL, MaskPolicy, masked_training
 from circuit_transfer.models import load_model
+from circuit_transfer.models.bridge import backend_of
 from circuit_transfer.models.params import changed_entries, count_parameters
 from circuit_transfer.proxy import load_train_valid, task_of_checkpoint, train_eval_splits
 from circuit_transfer.tasks import Task, stratified_cap, stratified_subset
@@ -287,7 +288,7 @@ def transfer(
                 save_delta(
                     folder / "delta.safetensors",
                     delta,
-                    metadata={"method": spec.method, "proxy": str(proxy_dir)},
+                    metadata={"method": spec.method, "proxy": str(proxy_dir), "backend": backend_of(model)},
                 )
             save_predictions(folder / PREDICTIONS, predictions)
             atomic_write_json(folder / "result.json", record)

@@ -36,7 +36,7 @@ from torch import Tensor
 
 from circuit_transfer.choices import BASELINE_KINDS
 from circuit_transfer.data import Example
-from circuit_transfer.models.backend import HookedTransformer
+from circuit_transfer.models.backend import Model
 from circuit_transfer.readout import TaskBatch, encode
 from circuit_transfer.tasks import Task
 
@@ -66,7 +66,7 @@ def _subbatch(batch: TaskBatch, idx: Sequence[int]) -> TaskBatch:
 
 
 def batches_for(
-    model: HookedTransformer,
+    model: Model,
     task: Task | None,
     examples: Examples,
     batch_size: int = 16,
@@ -111,7 +111,7 @@ def _split(batch: TaskBatch, batch_size: int, same_length: bool) -> list[TaskBat
     return [_subbatch(batch, g) for g in groups]
 
 
-def head_z(model: HookedTransformer, batch: TaskBatch) -> Float[Tensor, "batch pos n_layers n_heads d_head"]:
+def head_z(model: Model, batch: TaskBatch) -> Float[Tensor, "batch pos n_layers n_heads d_head"]:
     """Every head's output `hook_z` on a batch (no gradients)."""
     batch = batch.to(model.cfg.device)
     with torch.no_grad():
@@ -126,7 +126,7 @@ def head_z(model: HookedTransformer, batch: TaskBatch) -> Float[Tensor, "batch p
 
 
 def _group_sums(
-    model: HookedTransformer,
+    model: Model,
     batches: Sequence[TaskBatch],
     n_groups: int,
     group_of: Callable[[TaskBatch], Tensor],
@@ -176,7 +176,7 @@ def _finish(
 
 
 def label_balanced_mean(
-    model: HookedTransformer,
+    model: Model,
     examples: Examples,
     task: Task | None = None,
     positions: Positions = "pooled",
@@ -217,7 +217,7 @@ def label_balanced_mean(
 
 
 def mean_baseline(
-    model: HookedTransformer,
+    model: Model,
     examples: Examples,
     task: Task | None = None,
     positions: Positions = "pooled",
@@ -233,7 +233,7 @@ def mean_baseline(
     return _finish(*sums, positions)
 
 
-def zero_baseline(model: HookedTransformer) -> Float[Tensor, "n_layers n_heads d_head"]:
+def zero_baseline(model: Model) -> Float[Tensor, "n_layers n_heads d_head"]:
     """All-zero reference: beta_s is the head's whole output."""
     cfg = model.cfg
     return torch.zeros(cfg.n_layers, cfg.n_heads, cfg.d_head)
@@ -301,7 +301,7 @@ class Baseline:
             return cls(mu=mu, kind=kind, positions="from-end", pooled=mu.mean(2), n_examples=n_examples)
         raise ValueError(f"A baseline has shape [n_layers, n_heads, (rows,) d_head]; got {tuple(mu.shape)}.")
 
-    def check(self, model: HookedTransformer) -> None:
+    def check(self, model: Model) -> None:
         cfg = model.cfg
         want = (cfg.n_layers, cfg.n_heads)
         if tuple(self.mu.shape[:2]) != want or self.mu.shape[-1] != cfg.d_head:
@@ -332,7 +332,7 @@ class Baseline:
 
 
 def make_baseline(
-    model: HookedTransformer,
+    model: Model,
     kind: str | Baseline | Tensor,
     examples: Examples | None = None,
     task: Task | None = None,

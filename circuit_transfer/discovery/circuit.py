@@ -17,7 +17,7 @@ from torch import Tensor
 
 from circuit_transfer.discovery.relevance import Head, HeadScores, head_name
 from circuit_transfer.io import atomic_write_json, read_json
-from circuit_transfer.models.backend import HookedTransformer
+from circuit_transfer.models.backend import Model
 
 FORMAT = "circuit-transfer-circuit"
 FORMAT_VERSION = 1
@@ -99,7 +99,7 @@ class Circuit:
     def from_heads(
         cls,
         heads: Iterable[Head],
-        model: HookedTransformer | None = None,
+        model: Model | None = None,
         *,
         n_layers: int = 0,
         n_heads: int = 0,
@@ -112,14 +112,14 @@ class Circuit:
         return cls(heads=tuple(heads), n_layers=n_layers, n_heads=n_heads, **kwargs)
 
     @classmethod
-    def full(cls, model: HookedTransformer, **kwargs: Any) -> Circuit:
+    def full(cls, model: Model, **kwargs: Any) -> Circuit:
         """Every head of the model (the full-model control)."""
         cfg = model.cfg
         heads = [(ly, h) for ly in range(cfg.n_layers) for h in range(cfg.n_heads)]
         return cls.from_heads(heads, model, method="full", **kwargs)
 
     @classmethod
-    def empty(cls, model: HookedTransformer, **kwargs: Any) -> Circuit:
+    def empty(cls, model: Model, **kwargs: Any) -> Circuit:
         """No head (every head ablated in faithfulness)."""
         return cls.from_heads((), model, method="empty", **kwargs)
 
@@ -162,7 +162,7 @@ class Circuit:
             float(se[first_out]),
         )
 
-    def validate(self, model: HookedTransformer, strict_name: bool = False) -> None:
+    def validate(self, model: Model, strict_name: bool = False) -> None:
         """Refuse a model whose shape differs from the one the circuit was found on.
 
         A different model name with the same shape only warns (a fine-tuned copy of the proxy may

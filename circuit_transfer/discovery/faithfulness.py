@@ -26,13 +26,13 @@ from circuit_transfer.discovery.baseline import Baseline, Examples, Positions, b
 from circuit_transfer.discovery.circuit import Circuit
 from circuit_transfer.discovery.relevance import HeadScores
 from circuit_transfer.discovery.selection import resolve_k, select_random, select_top_k
-from circuit_transfer.models.backend import HookedTransformer
+from circuit_transfer.models.backend import Model
 from circuit_transfer.readout import Margin, TaskBatch, label_logits, task_margin
 from circuit_transfer.tasks import Task
 
 
 def ablated_label_logits(
-    model: HookedTransformer, batch: TaskBatch, keep: Bool[Tensor, "n_layers n_heads"], baseline: Baseline
+    model: Model, batch: TaskBatch, keep: Bool[Tensor, "n_layers n_heads"], baseline: Baseline
 ) -> Float[Tensor, "batch n_labels"]:
     """Label logits with every head not in `keep` mean-ablated (hook_z := mu at all positions)."""
     device = model.cfg.device
@@ -64,7 +64,7 @@ class TaskMetric:
 
 
 def ablated_metric(
-    model: HookedTransformer,
+    model: Model,
     batches: Sequence[TaskBatch],
     keep: Bool[Tensor, "n_layers n_heads"],
     baseline: Baseline,
@@ -111,7 +111,7 @@ def _normalise(m_c: float, m_full: float, m_empty: float) -> float:
 
 
 def faithfulness(
-    model: HookedTransformer,
+    model: Model,
     task: Task | None,
     circuit: Circuit,
     examples: Examples,
@@ -210,7 +210,7 @@ def distinct_random_circuits(n_layers: int, n_heads: int, k: int, n: int, seed: 
 
 
 def faithfulness_curve(
-    model: HookedTransformer,
+    model: Model,
     task: Task | None,
     scores: HeadScores,
     examples: Examples,

@@ -18,13 +18,13 @@ from circuit_transfer.discovery.selection import (
     select_threshold,
     select_top_k,
 )
-from circuit_transfer.models.backend import HookedTransformer
+from circuit_transfer.models.backend import Model
 from circuit_transfer.readout import Margin
 from circuit_transfer.tasks import Task
 
 
 def discover(
-    model: HookedTransformer,
+    model: Model,
     task: Task | None,
     examples: Examples,
     k: int | float | None = None,

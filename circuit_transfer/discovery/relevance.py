@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from circuit_transfer.choices import ESTIMATORS, SCORES
 from circuit_transfer.discovery.baseline import Baseline, Examples, Positions, batches_for, make_baseline
 from circuit_transfer.io import atomic_write_json, read_json
-from circuit_transfer.models.backend import HookedTransformer
+from circuit_transfer.models.backend import Model
 from circuit_transfer.readout import Margin, TaskBatch, label_logits
 from circuit_transfer.tasks import Task
 
@@ -163,7 +163,7 @@ def task_weights(
 
 
 def cdt_label_beta(
-    model: HookedTransformer,
+    model: Model,
     batch: TaskBatch,
     baseline: Baseline,
     heads: Sequence[Head],
@@ -194,9 +194,7 @@ def cdt_label_beta(
     return result.beta_logits.float(), result.full_logits.float()
 
 
-def _forward_with_z(
-    model: HookedTransformer, batch: TaskBatch
-) -> tuple[Float[Tensor, "batch n_labels"], list[Tensor]]:
+def _forward_with_z(model: Model, batch: TaskBatch) -> tuple[Float[Tensor, "batch n_labels"], list[Tensor]]:
     """Label logits and every layer's `hook_z` (kept in the autograd graph)."""
     zs: list[Tensor] = []
 
@@ -209,7 +207,7 @@ def _forward_with_z(
 
 
 def attribution_label_beta(
-    model: HookedTransformer,
+    model: Model,
     batch: TaskBatch,
     baseline: Baseline,
     margin: Margin | None = None,
@@ -253,7 +251,7 @@ def _langs(examples: Examples) -> str:
 
 
 def head_relevance(
-    model: HookedTransformer,
+    model: Model,
     task: Task | None,
     examples: Examples,
     baseline: str | Baseline | Tensor = "label-balanced",
@@ -337,7 +335,7 @@ def head_relevance(
 
 
 def _batch_scores(
-    model: HookedTransformer,
+    model: Model,
     batch: TaskBatch,
     base: Baseline,
     heads: list[Head],

@@ -38,7 +38,7 @@ from circuit_transfer.discovery.relevance import (
     head_relevance,
     task_weights,
 )
-from circuit_transfer.models.backend import HookedTransformer
+from circuit_transfer.models.backend import Model
 from circuit_transfer.readout import Margin, TaskBatch
 from circuit_transfer.tasks import Task
 
@@ -147,7 +147,7 @@ def select_random(
 
 
 def through_target_scores(
-    model: HookedTransformer,
+    model: Model,
     batches: list[TaskBatch],
     baseline: Baseline,
     targets: list[Head],
@@ -205,7 +205,7 @@ def through_target_scores(
 
 
 def iterative_search(
-    model: HookedTransformer,
+    model: Model,
     task: Task | None,
     examples: Examples,
     k: int | float,

@@ -14,6 +14,7 @@ from typing import Any
 
 import transformer_lens
 from transformer_lens import ActivationCache
+from transformer_lens.model_bridge import TransformerBridge
 
 __all__ = [
     "HAS_HOOKED",
@@ -23,11 +24,14 @@ __all__ = [
     "HookedTransformerConfig",
     "HookedTransformerUnavailable",
     "LayerNorm",
+    "Model",
+    "TransformerBridge",
     "LayerNormPre",
     "RMSNorm",
     "RMSNormPre",
     "get_pretrained_model_config",
     "get_pretrained_state_dict",
+    "default_backend",
     "official_model_name",
     "require_hooked",
     "tl_version",
@@ -94,10 +98,19 @@ except ImportError:
     get_pretrained_state_dict = _stand_in("get_pretrained_state_dict")  # type: ignore[assignment]
 
 
+Model = HookedTransformer | TransformerBridge
+"""A model of either backend: what every backend-independent function takes."""
+
+
 def require_hooked(what: str) -> None:
     """Raise `HookedTransformerUnavailable` naming `what` unless this TL has `HookedTransformer`."""
     if not HAS_HOOKED:
         raise HookedTransformerUnavailable(what)
+
+
+def default_backend() -> str:
+    """ "hooked" where this TransformerLens has HookedTransformer (3.x), else "bridge" (4.x)."""
+    return "hooked" if HAS_HOOKED else "bridge"
 
 
 def official_model_name(name: str) -> str:

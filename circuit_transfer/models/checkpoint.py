@@ -1,11 +1,19 @@
-"""Our checkpoint format: a directory that reloads to the same HookedTransformer bit for bit.
+"""Our checkpoint format: a directory that reloads to the same model bit for bit, on either backend.
 
 Layout of a checkpoint directory:
 - `weights.safetensors`: the model's parameters (buffers such as the causal mask and rotary
   tables are rebuilt from the config, so they are not stored);
-- `config.json`: the `HookedTransformerConfig` fields as JSON (dtype as a string, no device);
+- `config.json`: for a HookedTransformer the `HookedTransformerConfig` fields as JSON (dtype as a
+  string, no device); for a TransformerBridge the Hugging Face config, with the weights under
+  their HF state-dict keys (`models.bridge.hf_state_dict`);
 - `tokenizer/`: `tokenizer.save_pretrained` output;
-- `circuit_transfer.json`: the marker, with the format version and the caller's metadata.
+- `circuit_transfer.json`: the marker, with the format version, the backend that wrote it
+  ("hooked" when absent: checkpoints from before the bridge), the model name and the caller's
+  metadata.
+
+A bridge checkpoint holds plain HF weights, so it loads on both backends (`load_checkpoint(...,
+backend="hooked")` converts it with TransformerLens's own weight conversion); a hooked one holds
+TransformerLens's layout and loads only as a HookedTransformer (TransformerLens 3.x).
 
 A checkpoint is written to a temporary directory beside its destination and renamed into place,
 so a reader sees either a complete checkpoint or none.
@@ -22,10 +30,12 @@ from typing import Any
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
-from transformers import AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from circuit_transfer.io import atomic_write_dir, read_json
-from circuit_transfer.models.backend import HookedTransformer, HookedTransformerConfig
+from circuit_transfer.models.backend import HookedTransformer, HookedTransformerConfig, Model
+from circuit_transfer.models.bridge import BACKENDS, bridge_from_hf, hf_param_name, hf_state_dict, is_bridge
+from circuit_transfer.models.hf_convert import hooked_from_hf
 from circuit_transfer.models.tokenizer import attach_tokenizer
 
 MARKER = "circuit_transfer.json"
@@ -72,17 +82,28 @@ def config_from_dict(d: dict[str, Any], device: str | torch.device | None = None
     return HookedTransformerConfig(**d)
 
 
-def _write_checkpoint(model: HookedTransformer, out: Path, metadata: dict[str, Any]) -> None:
-    params = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()}
+def _write_checkpoint(model: Model, out: Path, metadata: dict[str, Any]) -> None:
+    if is_bridge(model):
+        params = {name: p.cpu().contiguous() for name, p in hf_state_dict(model).items()}
+        config = model.original_model.config.to_json_string()
+    else:
+        params = {name: p.detach().cpu().contiguous() for name, p in model.named_parameters()}
+        config = json.dumps(config_to_dict(model.cfg), indent=2) + "\n"
     save_file(params, str(out / WEIGHTS))
-    (out / CONFIG).write_text(json.dumps(config_to_dict(model.cfg), indent=2) + "\n", encoding="utf-8")
+    (out / CONFIG).write_text(config, encoding="utf-8")
     model.tokenizer.save_pretrained(str(out / TOKENIZER))
-    marker = {"format": FORMAT, "format_version": FORMAT_VERSION, "metadata": metadata}
+    marker = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "backend": "bridge" if is_bridge(model) else "hooked",
+        "model_name": str(model.cfg.model_name),
+        "metadata": metadata,
+    }
     (out / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
 
 
 def save_checkpoint(
-    model: HookedTransformer,
+    model: Model,
     out_dir: str | os.PathLike,
     metadata: dict[str, Any] | None = None,
     overwrite: bool = True,
@@ -158,41 +179,109 @@ def read_checkpoint_metadata(path: str | os.PathLike) -> dict[str, Any]:
     return _check_complete(Path(path))["metadata"]
 
 
-def load_checkpoint(
-    path: str | os.PathLike,
-    device: str | torch.device | None = None,
-    dtype: torch.dtype | None = None,
-) -> HookedTransformer:
-    """Load a checkpoint written by `save_checkpoint`.
+def checkpoint_backend(path: str | os.PathLike) -> str:
+    """The backend that wrote a checkpoint: "hooked" or "bridge"."""
+    return _check_complete(Path(path)).get("backend", "hooked")
 
-    Args:
-        dtype: convert the weights to this dtype; None keeps the saved dtype (bit-exact).
-    """
-    path = Path(path)
-    _check_complete(path)
-    cfg = config_from_dict(read_json(path / CONFIG), device=device)
-    init_weights = cfg.init_weights
-    cfg.init_weights = False  # the weights come from the file
-    model = HookedTransformer(cfg, move_to_device=True)
-    cfg.init_weights = init_weights
+
+def _read_weights(path: Path, device: str | torch.device | None) -> dict[str, torch.Tensor]:
     try:
-        state = load_file(str(path / WEIGHTS), device=str(cfg.device))
+        return load_file(str(path / WEIGHTS), device=str(device or "cpu"))
     except SafetensorError as err:  # its message names no file
         raise CheckpointError(
             f"{path / WEIGHTS} is unreadable ({err}): it may be truncated; {_FIX}"
         ) from None
-    expected = {name for name, _ in model.named_parameters()}
+
+
+def _check_names(path: Path, expected: set[str], state: dict[str, torch.Tensor]) -> None:
     missing, unexpected = sorted(expected - state.keys()), sorted(state.keys() - expected)
     if missing or unexpected:
         raise CheckpointError(
             f"{path / WEIGHTS} does not match {path / CONFIG}: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}; {_FIX}"
         )
+
+
+def _load_bridge_checkpoint(
+    path: Path,
+    marker: dict[str, Any],
+    device: str | torch.device | None,
+    dtype: torch.dtype | None,
+    backend: str,
+) -> Model:
+    """A bridge checkpoint on either backend, its weights bit for bit (in the saved dtype by default).
+
+    The bridge gives the HF `lm_head` a zero bias of its own (TransformerLens's `b_U`), which the
+    HF architecture lacks: it is restored on the bridge, and dropped for the hooked backend only
+    while it is still zero.
+    """
+    state = _read_weights(path, "cpu")
+    saved_dtype = next(iter(state.values())).dtype
+    hf_model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(path)), dtype=saved_dtype)
+    tokenizer = AutoTokenizer.from_pretrained(str(path / TOKENIZER))
+    name = marker.get("model_name", path.name)
+    if backend == "hooked":
+        expected = {n for n, _ in hf_model.named_parameters()}
+        for key in sorted(state.keys() - expected):
+            if state[key].any():
+                raise CheckpointError(
+                    f"checkpoint {path} trained {key}, which the Hugging Face architecture does not have "
+                    "(the bridge added it): load it with backend='bridge'"
+                )
+            del state[key]
+        _check_names(path, expected, state)
+        hf_model.load_state_dict(state, strict=False)  # tied weights are stored once
+        return hooked_from_hf(hf_model, tokenizer, name, device=device, dtype=dtype or saved_dtype)
+    bridge = bridge_from_hf(hf_model, tokenizer, name, device=device, dtype=dtype or saved_dtype)
+    params = {hf_param_name(n): p for n, p in bridge.named_parameters()}
+    _check_names(path, set(params), state)
+    with torch.no_grad():
+        for key, param in params.items():
+            param.copy_(state[key])
+    return bridge
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    backend: str | None = None,
+) -> Model:
+    """Load a checkpoint written by `save_checkpoint`.
+
+    Args:
+        dtype: convert the weights to this dtype; None keeps the saved dtype (bit-exact).
+        backend: "hooked" or "bridge"; None: the backend that wrote it. A bridge checkpoint loads
+            on both; a hooked one only as a HookedTransformer.
+
+    Raises:
+        CheckpointError: incomplete or unreadable, or a hooked checkpoint asked for as a bridge.
+    """
+    path = Path(path)
+    marker = _check_complete(path)
+    saved = marker.get("backend", "hooked")
+    backend = backend or saved
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if saved == "bridge":
+        return _load_bridge_checkpoint(path, marker, device, dtype, backend)
+    if backend == "bridge":
+        raise CheckpointError(
+            f"checkpoint {path} was written from a HookedTransformer (TransformerLens weight layout), "
+            "which the bridge cannot load: load it with backend='hooked' (TransformerLens 3.x), or "
+            "re-create it from the Hugging Face model with backend='bridge'"
+        )
+    cfg = config_from_dict(read_json(path / CONFIG), device=device)
+    init_weights = cfg.init_weights
+    cfg.init_weights = False  # the weights come from the file
+    model = HookedTransformer(cfg, move_to_device=True)
+    cfg.init_weights = init_weights
+    state = _read_weights(path, cfg.device)
+    _check_names(path, {name for name, _ in model.named_parameters()}, state)
     model.load_state_dict(state, strict=False)
     if dtype is not None and dtype != cfg.dtype:
         model = model.to(dtype)
         model.cfg.dtype = dtype
-    tokenizer = AutoTokenizer.from_pretrained(str(path / TOKENIZER))
-    attach_tokenizer(model, tokenizer)
+    attach_tokenizer(model, AutoTokenizer.from_pretrained(str(path / TOKENIZER)))
     model.eval()
     return model

@@ -143,10 +143,8 @@ def hooked_from_hf(
     return model
 
 
-def load_hf_dir(
-    path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32
-) -> HookedTransformer:
-    """Load a local Hugging Face checkpoint directory (config, weights, tokenizer) as a HookedTransformer."""
+def read_hf_dir(path: str | os.PathLike) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The HF causal LM (float32) and tokenizer of a local Hugging Face directory, offline."""
     path = Path(path)
     hf_config = AutoConfig.from_pretrained(str(path))
     if not any((path / name).is_file() for name in HF_TOKENIZER_FILES):
@@ -156,4 +154,12 @@ def load_hf_dir(
         )
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     hf_model = AutoModelForCausalLM.from_pretrained(str(path), config=hf_config, dtype=torch.float32)
-    return hooked_from_hf(hf_model, tokenizer, model_name=path.name, device=device, dtype=dtype)
+    return hf_model, tokenizer
+
+
+def load_hf_dir(
+    path: str | os.PathLike, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> HookedTransformer:
+    """Load a local Hugging Face checkpoint directory (config, weights, tokenizer) as a HookedTransformer."""
+    hf_model, tokenizer = read_hf_dir(path)
+    return hooked_from_hf(hf_model, tokenizer, model_name=Path(path).name, device=device, dtype=dtype)

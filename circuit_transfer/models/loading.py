@@ -5,6 +5,10 @@ Accepted specs, checked in this order:
 2. a directory written by `save_checkpoint` (`checkpoint.py`);
 3. a local Hugging Face checkpoint directory: config.json + weights + tokenizer (`hf_convert.py`);
 4. a TransformerLens pretrained model name, e.g. "gpt2" (needs the Hugging Face hub).
+Backends: `backend="hooked"` gives a HookedTransformer (TransformerLens 3.x), `backend="bridge"` a
+TransformerBridge around the Hugging Face model (`bridge.py`); the default is "hooked" where
+HookedTransformer exists and "bridge" where it does not (TransformerLens 4.x). A checkpoint
+loads on the backend that wrote it unless one is asked for.
 "tiny" is not loadable: a tiny model is built from the task's texts and trained first.
 """
 
@@ -17,9 +21,17 @@ from pathlib import Path
 import torch
 
 from circuit_transfer.models import smollm2
-from circuit_transfer.models.backend import HookedTransformer, official_model_name
+from circuit_transfer.models.backend import (
+    HookedTransformer,
+    Model,
+    TransformerBridge,
+    default_backend,
+    official_model_name,
+)
+from circuit_transfer.models.bridge import BACKENDS, load_bridge_hf_dir
 from circuit_transfer.models.checkpoint import is_checkpoint_dir, load_checkpoint
 from circuit_transfer.models.hf_convert import is_hf_dir, load_hf_dir
+from circuit_transfer.models.tokenizer import attach_tokenizer
 
 ACCEPTED = (
     f'"{smollm2.NAME}" (SmolLM2-135M-Instruct, offline), a checkpoint directory written by '
@@ -93,19 +105,32 @@ def load_model(
     spec: str | os.PathLike,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
-) -> HookedTransformer:
-    """Load a HookedTransformer with `model.tokenizer` set (fast tokenizer, pad token, right padding).
+    backend: str | None = None,
+) -> Model:
+    """Load a model with `model.tokenizer` set (fast tokenizer, pad token, right padding).
 
     Weights are never processed (no LayerNorm folding or centring), so every norm weight is a real
     parameter. `device=None` picks TransformerLens's default (CUDA when available, else CPU).
+
+    Args:
+        backend: "hooked" (HookedTransformer) or "bridge" (TransformerBridge); None: a
+            checkpoint's own backend, else `default_backend()`.
     """
+    if backend is not None and backend not in BACKENDS:
+        raise ModelSpecError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     kind, name = resolve_spec(spec)
-    if kind is SpecKind.SMOLLM2:
-        return smollm2.load_smollm2(device=device, dtype=dtype)
     if kind is SpecKind.CHECKPOINT:
-        return load_checkpoint(name, device=device, dtype=dtype)
+        return load_checkpoint(name, device=device, dtype=dtype, backend=backend)
+    backend = backend or default_backend()
+    if kind is SpecKind.SMOLLM2:
+        return smollm2.load_smollm2(device=device, dtype=dtype, backend=backend)
     if kind is SpecKind.HF_DIR:
-        return load_hf_dir(name, device=device, dtype=dtype)
+        load = load_bridge_hf_dir if backend == "bridge" else load_hf_dir
+        return load(name, device=device, dtype=dtype)
+    if backend == "bridge":  # from the Hugging Face hub
+        bridge = TransformerBridge.boot_transformers(name, device=device, dtype=dtype)
+        bridge.enable_compatibility_mode(no_processing=True, disable_warnings=True)
+        return attach_tokenizer(bridge, bridge.tokenizer)
     return HookedTransformer.from_pretrained_no_processing(
         name, device=device, dtype=dtype, default_padding_side="right"
     )

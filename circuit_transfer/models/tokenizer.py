@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from circuit_transfer.models.backend import HookedTransformer
+from circuit_transfer.models.backend import Model
 
 BOS, EOS, PAD, UNK = "<|bos|>", "<|eos|>", "<|pad|>", "<|unk|>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK]  # ids 0..3 in this order
@@ -33,7 +33,7 @@ def tokenizer_prepends_bos(tokenizer: PreTrainedTokenizerBase) -> bool:
     return len(ids) > 0 and ids[0] == tokenizer.bos_token_id
 
 
-def attach_tokenizer(model: HookedTransformer, tokenizer: PreTrainedTokenizerBase) -> HookedTransformer:
+def attach_tokenizer(model: Model, tokenizer: PreTrainedTokenizerBase) -> Model:
     """Attach `tokenizer` to `model` as is (pad token set, right padding) and sync the BOS flags.
 
     Unlike `HookedTransformer.set_tokenizer`, this never reloads the tokenizer by name (which

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from circuit_transfer.data import Example
 from circuit_transfer.discovery import Circuit
-from circuit_transfer.models.backend import HookedTransformer
+from circuit_transfer.models.backend import Model
 from circuit_transfer.tasks import Task
 from circuit_transfer.views.colours import ATTENTION, attention_legend
 from circuit_transfer.views.inputs import check_circuit, head_label, prepare_prompt
@@ -18,7 +18,7 @@ from circuit_transfer.views.page import View
 
 @torch.no_grad()
 def circuit_patterns(
-    model: HookedTransformer, circuit: Circuit, tokens: Int[Tensor, "1 pos"]
+    model: Model, circuit: Circuit, tokens: Int[Tensor, "1 pos"]
 ) -> Float[Tensor, "n_circuit_heads pos pos"]:
     """Attention pattern (destination x source) of each circuit head, in `circuit.heads` order."""
     check_circuit(circuit, model)
@@ -31,7 +31,7 @@ def circuit_patterns(
 
 
 def circuit_attention(
-    model: HookedTransformer,
+    model: Model,
     circuit: Circuit,
     example: Example | str,
     task: Task,

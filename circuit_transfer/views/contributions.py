@@ -34,7 +34,7 @@ from torch import Tensor
 from circuit_transfer.data import Example
 from circuit_transfer.discovery import Circuit, task_weights
 from circuit_transfer.discovery.relevance import Head
-from circuit_transfer.models.backend import HookedTransformer
+from circuit_transfer.models.backend import Model
 from circuit_transfer.readout import Margin
 from circuit_transfer.tasks import Task
 from circuit_transfer.views.colours import AWAY, TOWARD, tokens_legend
@@ -68,7 +68,7 @@ class TokenContributions:
 
 
 def direct_readout(
-    model: HookedTransformer,
+    model: Model,
     vectors: Float[Tensor, "... d_model"],
     scale: Float[Tensor, ""] | None,
     direction: Float[Tensor, " d_model"],
@@ -88,7 +88,7 @@ def direct_readout(
 
 @torch.no_grad()
 def token_contributions(
-    model: HookedTransformer,
+    model: Model,
     circuit: Circuit,
     example: Example | str,
     task: Task,
@@ -132,7 +132,7 @@ def token_contributions(
 
 
 def contributions_view(
-    model: HookedTransformer,
+    model: Model,
     circuit: Circuit,
     example: Example | str,
     task: Task,

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from circuit_transfer.data import Example
 from circuit_transfer.discovery import Circuit, head_name
-from circuit_transfer.models.backend import HookedTransformer
+from circuit_transfer.models.backend import Model
 from circuit_transfer.readout import encode
 from circuit_transfer.tasks import Task
 
@@ -19,7 +19,7 @@ class EmptyCircuitError(ValueError):
     """A circuit without heads was given to a view that draws heads."""
 
 
-def check_circuit(circuit: Circuit, model: HookedTransformer | None = None) -> None:
+def check_circuit(circuit: Circuit, model: Model | None = None) -> None:
     """Refuse an empty circuit, and (with `model`) a model of another shape (`CircuitModelMismatch`)."""
     if len(circuit.heads) == 0:
         raise EmptyCircuitError(
@@ -62,9 +62,7 @@ class Prompt:
         return self.tokens.shape[1] - 1
 
 
-def prepare_prompt(
-    model: HookedTransformer, task: Task, example: Example | str, max_len: int = 128
-) -> Prompt:
+def prepare_prompt(model: Model, task: Task, example: Example | str, max_len: int = 128) -> Prompt:
     """Render `example` (an `Example`, or the text to put in the task's template) and tokenize it.
 
     A bare text has no gold label, so the view reads the direction of the model's prediction.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from circuit_transfer.data import Example
 from circuit_transfer.discovery import Circuit
-from circuit_transfer.models.backend import HookedTransformer
+from circuit_transfer.models.backend import Model
 from circuit_transfer.tasks import Task
 from circuit_transfer.views.attention import circuit_attention
 from circuit_transfer.views.contributions import contributions_view
@@ -14,7 +14,7 @@ KINDS = ("heads", "tokens", "tokens-per-head")
 
 
 def show(
-    model: HookedTransformer,
+    model: Model,
     circuit: Circuit,
     example: Example | str,
     task: Task,
