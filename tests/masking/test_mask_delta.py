@@ -80,3 +80,16 @@ def test_delta_for_another_model_is_refused(tmp_path):
     delta = extract_delta(trained, make_model("llama-like").state_dict(), tset.masks)
     with pytest.raises(ValueError, match="does not have"):
         apply_delta(make_model("gpt2-like"), delta)
+
+
+def test_delta_that_overruns_a_parameter_is_refused_before_writing():
+    model = make_model("gpt2-like")
+    n = model.embed.W_E.numel()
+    before = model.embed.W_E.detach().clone()
+    too_long = {"embed.W_E.runs": torch.tensor([[0, n + 1]]), "embed.W_E.values": torch.zeros(n + 1)}
+    with pytest.raises(ValueError, match=r"delta for embed.W_E does not fit its shape \(50, 32\)"):
+        apply_delta(model, too_long)
+    short_values = {"embed.W_E.runs": torch.tensor([[0, 4]]), "embed.W_E.values": torch.zeros(3)}
+    with pytest.raises(ValueError, match="does not fit"):
+        apply_delta(model, short_values)
+    assert torch.equal(model.embed.W_E.detach(), before)
