@@ -96,6 +96,10 @@ def test_default_margin_is_the_mean_over_the_other_labels(planted_model, planted
     labels = torch.tensor([0, 2])
     assert torch.equal(task_weights(logits, labels), torch.tensor([[1.0, -0.5, -0.5], [-0.5, -0.5, 1.0]]))
     assert torch.equal(task_margin(logits, labels), torch.tensor([2.0 - 2.0, 3.0 - 0.5]))
+    # the "max" option fixes the runner-up label of the clean logits
+    assert torch.equal(
+        task_weights(logits, labels, "max"), torch.tensor([[1.0, -1.0, 0.0], [0.0, -1.0, 1.0]])
+    )
     default = head_relevance(planted_model, None, planted_data)
     mean = head_relevance(planted_model, None, planted_data, margin="mean")
     mx = head_relevance(planted_model, None, planted_data, margin="max")
