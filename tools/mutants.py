@@ -618,10 +618,10 @@ MUTANTS: list[Mutant] = [
         DISC,
     ),
     M(
-        "normalise-from-full",
+        "normalise-by-full",
         "circuit_transfer/discovery/faithfulness.py",
         "return (m_c - m_empty) / gap",
-        "return (m_c - m_full) / gap + 1.0",
+        "return (m_c - m_empty) / m_full",
         DISC,
     ),
     M(
