@@ -123,8 +123,8 @@ MUTANTS: list[Mutant] = [
     M(
         "known-before-size-check-inverted",
         "circuit_transfer/transfer.py",
-        'if scores.get("n") != len(tests[lang]):',
-        'if scores.get("n") == -1:',
+        'if given.get("n") != len(rows):',
+        'if given.get("n") == -1:',
         TRANSFER,
     ),
     M(
