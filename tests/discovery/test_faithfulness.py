@@ -91,6 +91,11 @@ def test_ablation_patches_the_baseline_mu_not_zero(planted_model):
     assert with_zero.empty.margin == 0.0
     assert abs(with_mu.empty.margin - with_zero.empty.margin) > 0.5
     assert with_mu.faithfulness != pytest.approx(with_zero.faithfulness)
+    # normalised between the empty and the full model, here where m(empty) is far from 0
+    gap = with_mu.full.margin - with_mu.empty.margin
+    assert with_mu.faithfulness == pytest.approx((with_mu.circuit.margin - with_mu.empty.margin) / gap)
+    full = faithfulness(planted_model, None, Circuit.full(planted_model), batch, baseline=mu)
+    assert full.faithfulness == pytest.approx(1.0) and full.empty.margin > 0.5
     with_max = faithfulness(planted_model, None, circuit, batch, baseline=mu, margin="max")
     m_max = task_margin(expected.expand(len(batch), -1), batch.labels, "max").mean()
     assert with_max.empty.margin == pytest.approx(float(m_max), abs=1e-5) and with_max.margin == "max"
