@@ -95,7 +95,7 @@ def _decoder_common(hf_config: PretrainedConfig) -> Fields:
 
 
 def _attn_types(hf_config: PretrainedConfig) -> list[str]:
-    """ "local"/"global" per layer from HF's `layer_types`."""
+    """Per layer, "local" (sliding window) or "global", from HF's `layer_types`."""
     return ["local" if t == "sliding_attention" else "global" for t in hf_config.layer_types]
 
 
