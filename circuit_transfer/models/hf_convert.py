@@ -126,6 +126,12 @@ def hooked_from_hf(
     )
     state_dict = _convert_state_dict(hf_model, cfg)
     model = HookedTransformer(cfg, move_to_device=True)
+    # TransformerLens fills a weight its converter does not write (BLOOM's unused pos_embed.W_pos)
+    # with torch.empty: uninitialised memory, sometimes NaN, which would make the weights'
+    # fingerprint, checkpoints and deltas vary from load to load. Zeros instead.
+    for name, param in model.named_parameters():
+        if name not in state_dict:
+            state_dict[name] = torch.zeros_like(param)
     model.load_and_process_state_dict(
         state_dict,
         fold_ln=False,

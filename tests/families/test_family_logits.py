@@ -22,6 +22,10 @@ def test_logits_equal_transformers(name, hf_family, family_tokenizer):
     for field, value in family.expect.items():  # the family's feature is really switched on
         assert getattr(model.cfg, field) == value, field
     assert model.cfg.normalization_type in ("LN", "RMS")  # unprocessed: norm weights are parameters
+    for n, p in model.named_parameters():  # nothing left as uninitialised memory
+        assert torch.isfinite(p).all(), n
+    if model.cfg.positional_embedding_type == "alibi":  # BLOOM's W_pos: no HF weight, unused
+        assert not model.pos_embed.W_pos.any()
 
     tokens = family_tokenizer(TEXTS[:2], return_tensors="pt", padding=True)["input_ids"]
     length = min(len(family_tokenizer(t)["input_ids"]) for t in TEXTS[:2])
