@@ -59,3 +59,13 @@ def word_tokenizer():
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     return PreTrainedTokenizerFast(tokenizer_object=tok, pad_token="[PAD]", unk_token="[UNK]")
+
+
+@pytest.fixture(scope="session")
+def gemma3():
+    """The real Gemma 3 270M, loaded once per session (the first run converts and caches it: minutes).
+
+    Shared by every test that uses it: do not modify its weights (restore them if a test trains)."""
+    from circuit_transfer.models import load_model
+
+    return load_model("gemma3-270m", device="cpu")

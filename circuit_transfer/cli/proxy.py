@@ -28,7 +28,9 @@ def register(subparsers) -> None:
     add_task_args(p)
     p.add_argument("--lang", default="ind", help="proxy language code (default: ind)")
     p.add_argument(
-        "--model", default="tiny", help="tiny | smollm2-135m | a checkpoint or HF directory | a TL name"
+        "--model",
+        default="tiny",
+        help="tiny | smollm2-135m | gemma3-270m | a checkpoint or HF directory | a TL name",
     )
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     add_overwrite_arg(p, "checkpoint")

