@@ -22,7 +22,8 @@ from tqdm.auto import tqdm
 
 from circuit_transfer.data import Example
 from circuit_transfer.io import atomic_write
-from circuit_transfer.readout import encode, label_logits
+from circuit_transfer.models.logits import label_scores
+from circuit_transfer.readout import encode
 from circuit_transfer.tasks import Task
 
 
@@ -142,8 +143,7 @@ def predict_scores(
     for start in tqdm(starts, desc=desc, disable=not progress, leave=False):
         idx = order[start : start + batch_size]
         batch = encode(model.tokenizer, task, [examples[i] for i in idx], max_len=max_len).to(device)
-        logits = model(batch.tokens, attention_mask=batch.attention_mask)
-        scores[idx] = label_logits(logits, batch).float().cpu()
+        scores[idx] = label_scores(model, batch).float().cpu()
     model.train(was_training)
     return scores
 

@@ -2,6 +2,9 @@
 
 Prompts are right-padded: with causal attention, padding after the last real token cannot change
 any real position, so a padded example gives exactly the result it gives alone.
+
+The task reads only the label words' logits at each prompt's final position; `models.logits`
+computes just those from a model (`label_scores`), these functions read them from full logits.
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ from tqdm.auto import tqdm
 
 from circuit_transfer.data import Example
 from circuit_transfer.evaluate import ItemPredictions, evaluate
+from circuit_transfer.models.logits import readout_logits
 from circuit_transfer.optim import MaskedAdamW, OptimConfig
-from circuit_transfer.readout import encode, final_logits
+from circuit_transfer.readout import encode
 from circuit_transfer.tasks import Task
 
 
@@ -110,11 +111,10 @@ def train_classifier(
         ):
             batch = encode(model.tokenizer, task, order[begin : begin + config.batch_size], config.max_len)
             batch = batch.to(model.cfg.device)
-            logits = final_logits(model(batch.tokens, attention_mask=batch.attention_mask), batch.final_pos)
             if config.loss == "label":
-                loss = F.cross_entropy(logits[:, batch.label_ids].float(), batch.labels)
+                loss = F.cross_entropy(readout_logits(model, batch, batch.label_ids).float(), batch.labels)
             else:
-                loss = F.cross_entropy(logits.float(), batch.label_ids[batch.labels])
+                loss = F.cross_entropy(readout_logits(model, batch).float(), batch.label_ids[batch.labels])
             loss.backward()
             optimizer.step()
             losses.append(loss.item())

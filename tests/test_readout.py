@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from circuit_transfer.data import Example
-from circuit_transfer.readout import TaskBatch, encode, label_logits, task_margin
+from circuit_transfer.models.logits import label_scores, readout_logits
+from circuit_transfer.readout import TaskBatch, encode, final_logits, label_logits, task_margin
 from circuit_transfer.tasks import get_task
 
 
@@ -55,3 +57,118 @@ def test_label_logits_and_margins():
     assert scores.tolist() == [[1.0, 2.0, 6.0], [3.0, 0.0, 1.0]]
     assert task_margin(scores, labels, "mean").tolist() == [4.5, -2.0]
     assert task_margin(scores, labels, "max").tolist() == [4.0, -3.0]
+
+
+# ---------------------------------------------------------------------------------------------
+# readout_logits: only the final position's label columns, equal to the full-logit path
+
+
+def _gpt2_like():
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(
+        n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, n_ctx=16, d_vocab=40, act_fn="gelu_new", seed=1
+    )
+    return HookedTransformer(cfg).eval()
+
+
+def _gemma_like():
+    """RMS, rotary, GQA (1 KV head), QK-norm, sandwich norms, local attention and an output soft-cap."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(
+        n_layers=2,
+        d_model=32,
+        n_heads=4,
+        d_head=8,
+        d_mlp=64,
+        n_ctx=16,
+        d_vocab=40,
+        act_fn="gelu_pytorch_tanh",
+        normalization_type="RMS",
+        final_rms=True,
+        positional_embedding_type="rotary",
+        rotary_dim=8,
+        gated_mlp=True,
+        n_key_value_heads=1,
+        use_qk_norm=True,
+        use_normalization_before_and_after=True,
+        use_local_attn=True,
+        attn_types=["local", "global"],
+        window_size=3,
+        output_logits_soft_cap=0.5,  # small: tanh is far from the identity on these logits
+        seed=2,
+    )
+    model = HookedTransformer(cfg).eval()
+    with torch.no_grad():  # non-trivial norm weights and an unembedding bias
+        for name, p in model.named_parameters():
+            if name.endswith(".w"):
+                p.add_(0.3 * torch.randn_like(p))
+        model.unembed.b_U.normal_()
+    return model
+
+
+def _padded_batch(d_vocab: int) -> TaskBatch:
+    g = torch.Generator().manual_seed(0)
+    lengths = [9, 5, 7]
+    tokens = torch.randint(1, d_vocab, (3, 9), generator=g)
+    mask = torch.zeros(3, 9, dtype=torch.long)
+    for i, n in enumerate(lengths):
+        mask[i, :n] = 1
+        tokens[i, n:] = 0
+    return TaskBatch(
+        tokens=tokens,
+        attention_mask=mask,
+        final_pos=torch.tensor([n - 1 for n in lengths]),
+        labels=torch.tensor([0, 2, 1]),
+        label_ids=torch.tensor([7, 3, 30]),
+    )
+
+
+@pytest.mark.parametrize("make", [_gpt2_like, _gemma_like], ids=["gpt2-like", "gemma-like"])
+def test_readout_logits_equal_the_full_logits(make):
+    """Label columns, all columns, and under a hook, against slicing the full [batch, pos, vocab] logits."""
+    model = make()
+    batch = _padded_batch(model.cfg.d_vocab)
+    with torch.no_grad():
+        full = model(batch.tokens, attention_mask=batch.attention_mask)
+        assert (readout_logits(model, batch, batch.label_ids) - label_logits(full, batch)).abs().max() < 1e-6
+        assert torch.allclose(label_scores(model, batch), label_logits(full, batch), atol=1e-6, rtol=0)
+        every = readout_logits(model, batch)
+        assert every.shape == (3, model.cfg.d_vocab)
+        assert (every - final_logits(full, batch.final_pos)).abs().max() < 1e-6
+        # each padded prompt reads what it reads alone
+        for i in range(3):
+            n = int(batch.attention_mask[i].sum())
+            alone = model(batch.tokens[i : i + 1, :n])[0, -1, batch.label_ids]
+            assert (label_scores(model, batch)[i] - alone).abs().max() < 1e-6
+
+        def ablate(z, hook):
+            z[:, :, 1] = 0.0
+            return z
+
+        hooks = [("blocks.0.attn.hook_z", ablate)]
+        hooked_full = model.run_with_hooks(batch.tokens, attention_mask=batch.attention_mask, fwd_hooks=hooks)
+        hooked = label_scores(model, batch, fwd_hooks=hooks)
+        assert (hooked - label_logits(hooked_full, batch)).abs().max() < 1e-6
+        assert (hooked - label_logits(full, batch)).abs().max() > 1e-3  # the hook did act
+        assert not model.hook_dict["blocks.0.attn.hook_z"].fwd_hooks  # and was removed
+
+
+@pytest.mark.parametrize("make", [_gpt2_like, _gemma_like], ids=["gpt2-like", "gemma-like"])
+def test_readout_logits_give_the_training_gradients_of_the_full_logits(make):
+    model = make()
+    batch = _padded_batch(model.cfg.d_vocab)
+
+    def grads(loss):
+        model.zero_grad()
+        loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    full = model(batch.tokens, attention_mask=batch.attention_mask)
+    expected = grads(torch.nn.functional.cross_entropy(label_logits(full, batch), batch.labels))
+    got = grads(torch.nn.functional.cross_entropy(label_scores(model, batch), batch.labels))
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert (got[name] - expected[name]).abs().max() <= 1e-6 * max(1.0, expected[name].abs().max()), name
+    assert any(float(g.abs().max()) > 0 for g in got.values())

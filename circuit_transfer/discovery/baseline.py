@@ -116,7 +116,10 @@ def head_z(model: Model, batch: TaskBatch) -> Float[Tensor, "batch pos n_layers 
     batch = batch.to(model.cfg.device)
     with torch.no_grad():
         _, cache = model.run_with_cache(
-            batch.tokens, attention_mask=batch.attention_mask, names_filter=lambda n: n.endswith("hook_z")
+            batch.tokens,
+            attention_mask=batch.attention_mask,
+            return_type=None,  # the logits are not needed (and cost most of a pass at a 262k vocabulary)
+            names_filter=lambda n: n.endswith("hook_z"),
         )
     return torch.stack([cache[f"blocks.{ly}.attn.hook_z"] for ly in range(model.cfg.n_layers)], dim=2)
 

@@ -27,7 +27,8 @@ from circuit_transfer.discovery.circuit import Circuit
 from circuit_transfer.discovery.relevance import HeadScores
 from circuit_transfer.discovery.selection import resolve_k, select_random, select_top_k
 from circuit_transfer.models.backend import Model
-from circuit_transfer.readout import Margin, TaskBatch, label_logits, task_margin
+from circuit_transfer.models.logits import label_scores
+from circuit_transfer.readout import Margin, TaskBatch, task_margin
 from circuit_transfer.tasks import Task
 
 
@@ -51,8 +52,7 @@ def ablated_label_logits(
 
             hooks.append((f"blocks.{layer}.attn.hook_z", patch))
     with torch.no_grad():
-        logits = model.run_with_hooks(batch.tokens, attention_mask=batch.attention_mask, fwd_hooks=hooks)
-    return label_logits(logits, batch).float()
+        return label_scores(model, batch, fwd_hooks=hooks).float()
 
 
 @dataclass(frozen=True)

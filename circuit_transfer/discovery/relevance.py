@@ -39,7 +39,8 @@ from circuit_transfer.choices import ESTIMATORS, SCORES
 from circuit_transfer.discovery.baseline import Baseline, Examples, Positions, batches_for, make_baseline
 from circuit_transfer.io import atomic_write_json, read_json
 from circuit_transfer.models.backend import Model
-from circuit_transfer.readout import Margin, TaskBatch, label_logits
+from circuit_transfer.models.logits import label_scores
+from circuit_transfer.readout import Margin, TaskBatch
 from circuit_transfer.tasks import Task
 
 Score = Literal["directional", "cdt-ratio"]
@@ -202,8 +203,7 @@ def _forward_with_z(model: Model, batch: TaskBatch) -> tuple[Float[Tensor, "batc
         zs.append(z)
 
     hooks = [(f"blocks.{ly}.attn.hook_z", keep) for ly in range(model.cfg.n_layers)]
-    logits = model.run_with_hooks(batch.tokens, attention_mask=batch.attention_mask, fwd_hooks=hooks)
-    return label_logits(logits, batch), zs
+    return label_scores(model, batch, fwd_hooks=hooks), zs
 
 
 def attribution_label_beta(

@@ -11,6 +11,7 @@ from torch import Tensor
 from circuit_transfer.data import Example
 from circuit_transfer.discovery import Circuit, head_name
 from circuit_transfer.models.backend import Model
+from circuit_transfer.models.logits import label_scores
 from circuit_transfer.readout import encode
 from circuit_transfer.tasks import Task
 
@@ -74,8 +75,7 @@ def prepare_prompt(model: Model, task: Task, example: Example | str, max_len: in
     label = ex.label
     if not gold:
         with torch.no_grad():
-            logits = model(tokens)
-        label = int(logits[0, -1, batch.label_ids.to(logits.device)].argmax())
+            label = int(label_scores(model, batch)[0].argmax())
     str_tokens = [model.tokenizer.decode([t]).replace("\n", "\\n") for t in batch.tokens[0].tolist()]
     return Prompt(
         tokens=tokens,
