@@ -10,9 +10,10 @@ keep the file in `cache_dir()/gemma3-270m/`.
 `transformers` dequantizes the GGUF to float32 into a `Gemma3ForCausalLM` and converts its
 tokenizer (262,144 tokens; that conversion alone takes about a minute on one core, the whole HF
 load two). TransformerLens's own Gemma converter turns it into a HookedTransformer with its
-built-in `google/gemma-3-270m` config, which is checked field by field against the GGUF's config
-first. The result is cached as one of our checkpoints in `cache_dir()/gemma3-270m/hooked-<hash>/`,
-keyed by the GGUF's SHA-256, so later loads read the converted weights and tokenizer in seconds.
+built-in `google/gemma-3-270m` config, checked field by field first against the config read from
+the GGUF's (`hf_convert.hooked_config_from_hf`). The result is cached as one of our checkpoints
+in `cache_dir()/gemma3-270m/hooked-<hash>/`, keyed by the GGUF's SHA-256, so later loads read the
+converted weights and tokenizer in seconds.
 Every step is idempotent and atomic: an interrupted or concurrent fetch never leaves a
 half-written file behind.
 
@@ -37,7 +38,8 @@ from transformer_lens.loading_from_pretrained import get_pretrained_model_config
 from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
 from circuit_transfer.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from circuit_transfer.models.hf_convert import MAX_ROTARY_CTX, hooked_from_hf
+from circuit_transfer.models.hf_configs import MAX_ROTARY_CTX
+from circuit_transfer.models.hf_convert import hooked_config_from_hf, hooked_from_hf
 from circuit_transfer.paths import cache_dir
 
 NAME = "gemma3-270m"
@@ -119,32 +121,24 @@ def load_hf_gemma3(dtype: torch.dtype = torch.float32) -> PreTrainedModel:
     return hf_model.eval()
 
 
-def check_config(cfg: HookedTransformerConfig, hf_config: PretrainedConfig) -> None:
-    """Raise ValueError unless TransformerLens's built-in config describes the GGUF's model."""
-    rope = getattr(hf_config, "rope_parameters", None) or {}
-    pairs = {
-        "d_model": (cfg.d_model, hf_config.hidden_size),
-        "n_layers": (cfg.n_layers, hf_config.num_hidden_layers),
-        "n_heads": (cfg.n_heads, hf_config.num_attention_heads),
-        "n_key_value_heads": (cfg.n_key_value_heads, hf_config.num_key_value_heads),
-        "d_head": (cfg.d_head, hf_config.head_dim),
-        "d_mlp": (cfg.d_mlp, hf_config.intermediate_size),
-        "d_vocab": (cfg.d_vocab, hf_config.vocab_size),
-        "act_fn": (cfg.act_fn, hf_config.hidden_activation),
-        "window_size": (cfg.window_size, hf_config.sliding_window),
-        "attn_types": (
-            cfg.attn_types,
-            ["local" if t == "sliding_attention" else "global" for t in hf_config.layer_types],
-        ),
-        "rotary_base": (cfg.rotary_base, rope.get("full_attention", {}).get("rope_theta")),
-        "rotary_base_local": (cfg.rotary_base_local, rope.get("sliding_attention", {}).get("rope_theta")),
-        "attn_scale": (cfg.attn_scale, hf_config.query_pre_attn_scalar**0.5),
-        "attn_scores_soft_cap": (cfg.attn_scores_soft_cap, hf_config.attn_logit_softcapping or -1.0),
-        "output_logits_soft_cap": (cfg.output_logits_soft_cap, hf_config.final_logit_softcapping or -1.0),
-    }
-    wrong = {k: v for k, v in pairs.items() if v[0] != v[1]}
-    if abs(cfg.eps - hf_config.rms_norm_eps) > 1e-9:
-        wrong["eps"] = (cfg.eps, hf_config.rms_norm_eps)
+CHECKED_FIELDS = (
+    "d_model", "n_layers", "n_heads", "n_key_value_heads", "d_head", "d_mlp", "d_vocab", "act_fn",
+    "normalization_type", "final_rms", "gated_mlp", "positional_embedding_type", "rotary_dim",
+    "rotary_base", "rotary_base_local", "use_local_attn", "window_size", "attn_types", "use_attn_scale",
+    "attn_scale", "use_qk_norm", "use_normalization_before_and_after", "attn_scores_soft_cap",
+    "output_logits_soft_cap",
+)  # fmt: skip
+"""The fields of TransformerLens's built-in config that must equal those read from the GGUF."""
+
+
+def check_config(builtin: HookedTransformerConfig, from_gguf: HookedTransformerConfig) -> None:
+    """Raise ValueError unless TransformerLens's built-in config describes the GGUF's model.
+
+    `from_gguf` is read from the GGUF's HF config by `hf_convert.hooked_config_from_hf`."""
+    wrong = {k: (getattr(builtin, k), getattr(from_gguf, k)) for k in CHECKED_FIELDS}
+    wrong = {k: (a, b) for k, (a, b) in wrong.items() if a != b}
+    if abs(builtin.eps - from_gguf.eps) > 1e-9:  # the GGUF stores eps as a float32
+        wrong["eps"] = (builtin.eps, from_gguf.eps)
     if wrong:
         details = "; ".join(f"{k}: TransformerLens {a!r}, GGUF {b!r}" for k, (a, b) in wrong.items())
         raise ValueError(f"the GGUF's model is not TransformerLens's {TL_NAME} config ({details})")
@@ -155,7 +149,7 @@ def gemma3_hooked_config(
 ) -> HookedTransformerConfig:
     """TransformerLens's built-in `google/gemma-3-270m` config (no hub access), checked against the GGUF's."""
     cfg = get_pretrained_model_config(TL_NAME, fold_ln=False, device=device, dtype=dtype)
-    check_config(cfg, hf_config)
+    check_config(cfg, hooked_config_from_hf(hf_config, NAME, architecture="Gemma3ForCausalLM"))
     cfg.model_name = NAME
     cfg.tokenizer_name = None  # the tokenizer is attached explicitly, never looked up by name
     cfg.n_ctx = min(cfg.n_ctx, MAX_ROTARY_CTX)
