@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -285,3 +286,31 @@ def load_checkpoint(
     attach_tokenizer(model, AutoTokenizer.from_pretrained(str(path / TOKENIZER)))
     model.eval()
     return model
+
+
+def load_or_convert(
+    cached: str | os.PathLike,
+    convert: Callable[[], Model],
+    metadata: dict[str, Any],
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    backend: str | None = None,
+) -> Model:
+    """The checkpoint at `cached`, first built by `convert()` and saved there when it is missing.
+
+    For the models converted from a download (SmolLM2, Gemma 3): an incomplete or old cache is
+    rebuilt; when another process caches the same model at the same moment, its copy is used.
+    """
+    cached = Path(cached)
+    if cached.exists():
+        try:
+            return load_checkpoint(cached, device=device, dtype=dtype, backend=backend)
+        except CheckpointError:
+            pass  # incomplete or old cache: rebuild it below
+    model = convert()
+    try:
+        save_checkpoint(model, cached, metadata=metadata)
+    except OSError:
+        if not cached.exists():
+            raise
+    return load_checkpoint(cached, device=device, dtype=dtype, backend=backend)

