@@ -33,10 +33,13 @@ import zipfile
 from pathlib import Path
 
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
-from transformer_lens.loading_from_pretrained import get_pretrained_model_config
 from transformers import AutoModelForCausalLM, AutoTokenizer, PretrainedConfig, PreTrainedModel
 
+from circuit_transfer.models.backend import (
+    HookedTransformer,
+    HookedTransformerConfig,
+    get_pretrained_model_config,
+)
 from circuit_transfer.models.checkpoint import load_or_convert
 from circuit_transfer.models.hf_configs import MAX_ROTARY_CTX
 from circuit_transfer.models.hf_convert import hooked_config_from_hf, hooked_from_hf
