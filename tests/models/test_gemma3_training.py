@@ -14,8 +14,9 @@ import torch.nn.functional as F
 
 from circuit_transfer.data import load_split
 from circuit_transfer.masking import masked_training
+from circuit_transfer.models.logits import label_scores
 from circuit_transfer.optim import MaskedAdamW, OptimConfig
-from circuit_transfer.readout import encode, label_scores
+from circuit_transfer.readout import encode
 from circuit_transfer.tasks import get_task
 
 pytestmark = pytest.mark.slow
