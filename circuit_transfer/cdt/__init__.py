@@ -6,10 +6,11 @@ baseline) and an irrelevant part, and propagates the relevant part to the logits
 
 from circuit_transfer.cdt.engine import RECORDABLE, decompose_heads
 from circuit_transfer.cdt.result import DecompositionResult, Head
-from circuit_transfer.cdt.rules import AttentionRule, BiasRule, Rules
+from circuit_transfer.cdt.rules import CDT_REFERENCE, AttentionRule, BiasRule, Rules
 from circuit_transfer.cdt.support import check_supported
 
 __all__ = [
+    "CDT_REFERENCE",
     "RECORDABLE",
     "AttentionRule",
     "BiasRule",

@@ -22,7 +22,7 @@ from transformer_lens import utilities as utils
 from circuit_transfer.cdt import rules as R
 from circuit_transfer.cdt.result import DecompositionResult, Head
 from circuit_transfer.cdt.support import check_supported
-from circuit_transfer.models.access import MLP, ModelAccess, Norm, model_access
+from circuit_transfer.models.access import MLP, Experts, ModelAccess, Norm, model_access
 from circuit_transfer.models.backend import HookedTransformer
 
 RECORDABLE = (
@@ -78,8 +78,16 @@ def default_chunk_size(model: HookedTransformer, n_pos: int) -> int:
 def _cache_names(model: HookedTransformer, first_layer: int, record: Sequence[str]) -> set[str]:
     """Hook names whose clean activations the rules read (from `first_layer` on)."""
     per_block = (
+        "hook_resid_pre",
+        "hook_resid_mid",
         "ln1.hook_scale",
         "ln1.hook_normalized",
+        "ln1_post.hook_scale",
+        "ln1_post.hook_normalized",
+        "ln2_post.hook_scale",
+        "ln2_post.hook_normalized",
+        "mlp.hook_expert_weights",
+        "mlp.hook_expert_indices",
         "ln2.hook_scale",
         "ln2.hook_normalized",
         "attn.hook_q",
@@ -99,6 +107,9 @@ def _cache_names(model: HookedTransformer, first_layer: int, record: Sequence[st
     last = model.cfg.n_layers - 1
     names = {f"blocks.{layer}.{suffix}" for layer in range(first_layer, last + 1) for suffix in per_block}
     names |= {f"blocks.{last}.hook_resid_post", "ln_final.hook_scale", "ln_final.hook_normalized"}
+    names |= {"hook_pos_embed"} | {
+        f"blocks.{layer}.hook_resid_post" for layer in range(first_layer, last + 1)
+    }
     names |= set(record)
     return names & set(model.hook_dict)
 
@@ -143,26 +154,29 @@ class _Propagator:
         cache: dict[str, Tensor],
         rules: R.Rules,
         position_ids: Int[Tensor, "batch pos"],
-        score_mask: Bool[Tensor, "mask_batch query key"],
+        score_masks: list[Bool[Tensor, "mask_batch query key"]],
         record: Callable[[str, Tensor], None],
     ):
         self.access = access
         self.cache = cache
         self.rules = rules
         self.position_ids = position_ids
-        self.score_mask = score_mask
+        self.score_masks = score_masks
         self.record = record
 
     def _c(self, name: str) -> Tensor | None:
         return self.cache.get(name)
 
-    def _norm(self, n: Norm, beta: Float[Tensor, "src batch pos d"]) -> Float[Tensor, "src batch pos d"]:
+    def _norm(
+        self, n: Norm, beta: Float[Tensor, "src batch pos d"], full_in: Tensor | None = None
+    ) -> Float[Tensor, "src batch pos d"]:
         """The norm rule with this norm's clean scale and normalised input from the cache."""
         if n.kind == "none":
             return beta
-        return R.norm(
-            n, beta, self._c(f"{n.hook}.hook_scale"), self._c(f"{n.hook}.hook_normalized"), self.rules
-        )
+        scale, normalized = self._c(f"{n.hook}.hook_scale"), self._c(f"{n.hook}.hook_normalized")
+        if scale is not None and scale.ndim == 4:  # use_attn_in / use_split_qkv_input: one copy per head
+            scale, normalized = scale[:, :, 0], cast(Tensor, normalized)[:, :, 0]
+        return R.norm(n, beta, scale, normalized, self.rules, full_in)
 
     def from_source(
         self, layer: int, src_heads: list[int], beta_z: Float[Tensor, "src batch pos d_head"]
@@ -191,12 +205,16 @@ class _Propagator:
     ) -> Float[Tensor, "src batch pos d_model"]:
         """Relevant part of `blocks.{layer}.hook_resid_post` from that of its `hook_resid_pre`."""
         blk = self.access.blocks[layer]
-        self.record(f"blocks.{layer}.hook_resid_pre", resid_pre)
-        attn_out = self.attention(layer, self._norm(blk.ln1, resid_pre))
+        p = f"blocks.{layer}."
+        self.record(p + "hook_resid_pre", resid_pre)
+        attn_in = (
+            resid_pre if blk.post_norm else self._norm(blk.ln1, resid_pre, self._c(p + "hook_resid_pre"))
+        )
+        attn_out = self.attention(layer, attn_in)
         if blk.mlp is None:
             return self.post(layer, resid_pre + attn_out)
         if blk.parallel:
-            return self.post(layer, resid_pre + attn_out + self.mlp(layer, resid_pre))
+            return self.post(layer, resid_pre + attn_out + self.mlp(layer, resid_pre, p + "hook_resid_pre"))
         return self.after_attention(layer, resid_pre + attn_out)
 
     def after_attention(
@@ -204,34 +222,59 @@ class _Propagator:
     ) -> Float[Tensor, "src batch pos d_model"]:
         """From `hook_resid_mid` (sequential blocks) through the MLP to `hook_resid_post`."""
         self.record(f"blocks.{layer}.hook_resid_mid", resid_mid)
-        return self.post(layer, resid_mid + self.mlp(layer, resid_mid))
+        return self.post(layer, resid_mid + self.mlp(layer, resid_mid, f"blocks.{layer}.hook_resid_mid"))
 
     def post(
         self, layer: int, resid_post: Float[Tensor, "src batch pos d_model"]
     ) -> Float[Tensor, "src batch pos d_model"]:
-        """Record and return the relevant part of `hook_resid_post`."""
-        self.record(f"blocks.{layer}.hook_resid_post", resid_post)
+        """Record and return the relevant part of `hook_resid_post` (after the residual sum's
+        stability rule, where the rules place one)."""
+        name = f"blocks.{layer}.hook_resid_post"
+        if self.rules.stabilizes("resid"):
+            resid_post = R.stabilize_signs(resid_post, cast(Tensor, self._c(name)).expand_as(resid_post))
+        self.record(name, resid_post)
         return resid_post
+
+    def _qk(
+        self, layer: int, x: Float[Tensor, "src batch pos d_model"], which: str
+    ) -> Float[Tensor, "src batch pos head d_head"]:
+        """Relevant q or k as the scores see it: projection, QK-norm, clip, rotary, log-n scale."""
+        attn = self.access.blocks[layer].attn
+        p = f"blocks.{layer}.attn."
+        W, b = (attn.W_Q, attn.b_Q) if which == "q" else (attn.W_K, attn.b_K)
+        full = cast(Tensor, self._c(p + f"hook_{which}"))
+        # shortformer positions join the q/k input (not beta): they land in W gamma = full - b - W beta
+        beta = self._project(x, W, b, full)
+        self.record(p + f"hook_{which}", beta)
+        if attn.qk_norm is not None:
+            n = attn.qk_norm.q if which == "q" else attn.qk_norm.k
+            beta, full = R.qk_norm(n, beta, full, attn.qk_norm.per_head, self.rules)
+        beta, _ = R.clip(beta, full, attn.clip_qkv)
+        if attn.rotary is not None:
+            beta = R.rotate(beta, attn.rotary, self.position_ids)
+            self.record(p + f"hook_rot_{which}", beta)
+        if which == "q":
+            logn = R.logn_scale(attn.logn_train_length, beta.shape[2], beta.device, beta.dtype)
+            if logn is not None:
+                beta = beta * einops.rearrange(logn, "pos -> pos 1 1")
+        return beta
 
     def attention(
         self, layer: int, x: Float[Tensor, "src batch pos d_model"]
     ) -> Float[Tensor, "src batch pos d_model"]:
-        """Attention rule: Q/K/V by the linear rule, rotary on the parts, relevant or frozen pattern."""
+        """Attention rule: Q/K/V by the linear rule (then QK-norm, clip, rotary), relevant or frozen pattern.
+
+        In the decomposed rule the relevant scores get the layer's own mask and soft-cap; what
+        adds to the scores without coming from q and k (ALiBi, a GPT-OSS sink) is irrelevant.
+        """
         attn = self.access.blocks[layer].attn
         p = f"blocks.{layer}.attn."
-        q_full, k_full, v_full = (cast(Tensor, self._c(p + n)) for n in ("hook_q", "hook_k", "hook_v"))
+        v_full = cast(Tensor, self._c(p + "hook_v"))
         v = self._project(x, attn.W_V, attn.b_V, v_full)
         self.record(p + "hook_v", v)
+        v, _ = R.clip(v, v_full, attn.clip_qkv)
         if self.rules.attention == "decomposed":
-            q = self._project(x, attn.W_Q, attn.b_Q, q_full)
-            k = self._project(x, attn.W_K, attn.b_K, k_full)
-            self.record(p + "hook_q", q)
-            self.record(p + "hook_k", k)
-            if attn.rotary is not None:
-                q = R.rotate(q, attn.rotary, self.position_ids)
-                k = R.rotate(k, attn.rotary, self.position_ids)
-                self.record(p + "hook_rot_q", q)
-                self.record(p + "hook_rot_k", k)
+            q, k = self._qk(layer, x, "q"), self._qk(layer, x, "k")
             if attn.repeat > 1:
                 k = einops.repeat(
                     k, "src batch pos kv d_head -> src batch pos (kv group) d_head", group=attn.repeat
@@ -239,8 +282,8 @@ class _Propagator:
             scores = einops.einsum(
                 q, k, "src batch query head d_head, src batch key head d_head -> src batch head query key"
             )
-            mask = einops.rearrange(self.score_mask, "batch query key -> batch 1 query key")
-            pattern = R.masked_softmax(scores / attn.scale, mask)
+            mask = einops.rearrange(self.score_masks[layer], "batch query key -> batch 1 query key")
+            pattern = R.masked_softmax(R.soft_cap(scores / attn.scale, attn.soft_cap), mask)
             self.record(p + "hook_pattern", pattern)
         else:
             pattern = cast(Tensor, self._c(p + "hook_pattern"))
@@ -263,10 +306,20 @@ class _Propagator:
     def attention_output(
         self, layer: int, w_beta: Float[Tensor, "src batch pos d_model"]
     ) -> Float[Tensor, "src batch pos d_model"]:
-        """Linear rule for `W_O` (summed over heads) with the shared `b_O`."""
-        b_O = self.access.blocks[layer].attn.b_O
-        full = cast(Tensor, self._c(f"blocks.{layer}.hook_attn_out"))
-        out = R.linear(w_beta, _minus(full, b_O), b_O, self.rules)
+        """Linear rule for `W_O` (summed over heads) with the shared `b_O`, then any output norm."""
+        blk = self.access.blocks[layer]
+        b_O = blk.attn.b_O
+        out_norms = [n for n in (blk.ln1_post, blk.ln1 if blk.post_norm else None) if n is not None]
+        if out_norms:  # hook_attn_out is after the norms: W_O of the full z, recomputed
+            z_full = cast(Tensor, self._c(f"blocks.{layer}.attn.hook_z"))
+            w_full = einops.einsum(
+                z_full, blk.attn.W_O, "batch pos head d_head, head d_head d_model -> batch pos d_model"
+            )
+        else:
+            w_full = _minus(cast(Tensor, self._c(f"blocks.{layer}.hook_attn_out")), b_O)
+        out = R.linear(w_beta, w_full, b_O, self.rules, "attn_out")
+        for n in out_norms:
+            out = self._norm(n, out)
         self.record(f"blocks.{layer}.hook_attn_out", out)
         return out
 
@@ -274,23 +327,49 @@ class _Propagator:
         self,
         x: Float[Tensor, "src batch pos d_model"],
         W: Float[Tensor, "head d_model d_head"],
-        b: Float[Tensor, "head d_head"] | None,
+        b: Tensor | None,
         full: Float[Tensor, "batch pos head d_head"],
     ) -> Float[Tensor, "src batch pos head d_head"]:
         w_beta = einops.einsum(
             x, W, "src batch pos d_model, head d_model d_head -> src batch pos head d_head"
         )
-        return R.linear(w_beta, _minus(full, b), b, self.rules)
+        return R.linear(w_beta, _minus(full, b), b, self.rules, "qkv")
 
     def mlp(
-        self, layer: int, resid: Float[Tensor, "src batch pos d_model"]
+        self, layer: int, resid: Float[Tensor, "src batch pos d_model"], resid_hook: str
     ) -> Float[Tensor, "src batch pos d_model"]:
-        """ln2 then the MLP: linear rule for W_in/W_out, linearize (or the gated rule) for f."""
+        """ln2 then the MLP (or the experts), then any output norm.
+
+        Linear rule for W_in/W_out, linearize (or the gated rule) for f. `resid_hook` names the
+        clean MLP-block input (for the input-share LayerNorm bias and the experts).
+        """
         blk = self.access.blocks[layer]
-        mlp = cast(MLP, blk.mlp)
         p = f"blocks.{layer}."
         c = self._c
-        x = self._norm(cast(Norm, blk.ln2), resid)
+        ln2 = cast(Norm, blk.ln2)
+        resid_full = cast(Tensor, c(resid_hook))
+        x = resid if blk.post_norm else self._norm(ln2, resid, resid_full)
+        out_norms = [n for n in (blk.ln2_post, ln2 if blk.post_norm else None) if n is not None]
+        if isinstance(blk.mlp, Experts):
+            x_full = (
+                resid_full
+                if blk.post_norm
+                else R.norm_output(ln2, c(f"{ln2.hook}.hook_normalized"), resid_full)
+            )
+            out = self.experts(blk.mlp, x, x_full, cast(Tensor, c(p + "mlp.routing")))
+        else:
+            out = self.dense_mlp(layer, cast(MLP, blk.mlp), x, bool(out_norms))
+        for n in out_norms:
+            out = self._norm(n, out)
+        self.record(p + "hook_mlp_out", out)
+        return out
+
+    def dense_mlp(
+        self, layer: int, mlp: MLP, x: Float[Tensor, "src batch pos d_model"], normed_out: bool
+    ) -> Float[Tensor, "src batch pos d_model"]:
+        """A dense MLP, reading its clean pre-activations from the cache."""
+        p = f"blocks.{layer}."
+        c = self._c
         pre_full = cast(Tensor, c(p + "mlp.hook_pre"))
         if mlp.gated:
             W_gate = cast(Tensor, mlp.W_gate)
@@ -302,26 +381,98 @@ class _Propagator:
             # f(g) * u recomputed (not hook_post - b_in), so a zero beta stays exactly zero
             product = mlp.act_fn(pre_full) * up_full
             beta_product = R.gated_product(mlp.act_fn, gate, up, pre_full, up_full, product)
-            post = R.linear(beta_product, product, mlp.b_post, self.rules)
+            post = R.linear(beta_product, product, mlp.b_post, self.rules, "mlp_in")
         else:
             w_pre = einops.einsum(x, mlp.W_in, "src batch pos d_model, d_model d_mlp -> src batch pos d_mlp")
-            pre = R.linear(w_pre, _minus(pre_full, mlp.b_in), mlp.b_in, self.rules)
+            pre = R.linear(w_pre, _minus(pre_full, mlp.b_in), mlp.b_in, self.rules, "mlp_in")
             self.record(p + "mlp.hook_pre", pre)
             if mlp.act_norm is not None:
-                mid = R.linearize(mlp.act_fn, pre, pre_full, cast(Tensor, c(p + "mlp.hook_mid")))
-                post = self._norm(mlp.act_norm, mid)
+                mid_full = cast(Tensor, c(p + "mlp.hook_mid"))
+                mid = R.linearize(mlp.act_fn, pre, pre_full, mid_full)
+                post = self._norm(mlp.act_norm, mid, mid_full)
             else:
                 post = R.linearize(mlp.act_fn, pre, pre_full, cast(Tensor, c(p + "mlp.hook_post")))
         self.record(p + "mlp.hook_post", post)
         w_out = einops.einsum(post, mlp.W_out, "src batch pos d_mlp, d_mlp d_model -> src batch pos d_model")
-        out = R.linear(w_out, _minus(cast(Tensor, c(p + "hook_mlp_out")), mlp.b_out), mlp.b_out, self.rules)
-        self.record(p + "hook_mlp_out", out)
+        if normed_out:  # hook_mlp_out is after the output norm: W_out of the full post, recomputed
+            w_full = einops.einsum(
+                cast(Tensor, c(p + "mlp.hook_post")),
+                mlp.W_out,
+                "batch pos d_mlp, d_mlp d_model -> batch pos d_model",
+            )
+        else:
+            w_full = _minus(cast(Tensor, c(p + "hook_mlp_out")), mlp.b_out)
+        return R.linear(w_out, w_full, mlp.b_out, self.rules, "mlp_out")
+
+    def experts(
+        self,
+        moe: Experts,
+        x: Float[Tensor, "src batch pos d_model"],
+        x_full: Float[Tensor, "batch pos d_model"],
+        routing: Float[Tensor, "batch pos n_experts"],
+    ) -> Float[Tensor, "src batch pos d_model"]:
+        """Mixture of experts with the routing frozen from the clean run.
+
+        A choice, like the frozen attention pattern: the router's top-k selection is piecewise
+        constant and its weights are a softmax of the full input, so we give the clean choice and
+        the clean weights to both parts (they act as constants, as a norm's scale does); each
+        chosen expert is a gated MLP decomposed by the gated rule, and the relevant parts add over
+        the chosen experts weighted by the clean routing weights. Completeness holds because the
+        full output is the same weighted sum. Only the tokens routed to an expert are computed.
+        """
+        out = torch.zeros_like(x)
+        for e, expert in enumerate(moe.experts):
+            batch_idx, pos_idx = torch.nonzero(routing[..., e], as_tuple=True)
+            if batch_idx.numel() == 0:
+                continue
+            beta = _expert(expert, x[:, batch_idx, pos_idx], x_full[batch_idx, pos_idx], self.rules)
+            out[:, batch_idx, pos_idx] += routing[batch_idx, pos_idx, e, None] * beta
         return out
+
+
+def _expert(
+    mlp: MLP, x: Float[Tensor, "src token d_model"], x_full: Float[Tensor, "token d_model"], rules: R.Rules
+) -> Float[Tensor, "src token d_model"]:
+    """One gated expert on its tokens, its clean pre-activations recomputed from the clean input."""
+    W_gate = cast(Tensor, mlp.W_gate)
+    gate_w, gate_full_w = x @ W_gate, x_full @ W_gate
+    up_w, up_full_w = x @ mlp.W_in, x_full @ mlp.W_in
+    gate = R.linear(gate_w, gate_full_w, mlp.b_gate, rules, "gate_up")
+    up = R.linear(up_w, up_full_w, mlp.b_in, rules, "gate_up")
+    gate_full, up_full = _plus(gate_full_w, mlp.b_gate), _plus(up_full_w, mlp.b_in)
+    product = mlp.act_fn(gate_full) * (up_full if mlp.up_fn is None else mlp.up_fn(up_full))
+    beta_product = R.gated_product(mlp.act_fn, gate, up, gate_full, up_full, product, mlp.up_fn)
+    post = R.linear(beta_product, product, mlp.b_post, rules, "mlp_in")
+    post_full = _plus(product, mlp.b_post)
+    return R.linear(post @ mlp.W_out, post_full @ mlp.W_out, mlp.b_out, rules, "mlp_out")
 
 
 def _minus(full: Tensor, bias: Tensor | None) -> Tensor:
     """W applied to the full input: the clean output minus its bias (when there is one)."""
     return full if bias is None else full - bias
+
+
+def _plus(w_full: Tensor, bias: Tensor | None) -> Tensor:
+    """The clean output from W applied to the full input, plus the bias (when there is one)."""
+    return w_full if bias is None else w_full + bias
+
+
+def _routing(access: ModelAccess, full: dict[str, Tensor], batch: int, n_pos: int) -> dict[str, Tensor]:
+    """The clean run's routing weights per MoE layer, `[batch, pos, n_experts]` (0 for experts not chosen),
+    as `blocks.{l}.mlp.routing`."""
+    out = {}
+    for blk in access.blocks:
+        moe = blk.mlp
+        if not isinstance(moe, Experts) or moe.weights_hook not in full:
+            continue
+        weights = full[moe.weights_hook].reshape(batch, n_pos, -1)
+        indices = full[moe.indices_hook].reshape(batch, n_pos, -1)
+        chosen = weights.gather(-1, indices)
+        if moe.renormalize:
+            chosen = chosen / chosen.sum(-1, keepdim=True)
+        dense = torch.zeros_like(weights).scatter(-1, indices, chosen)
+        out[f"blocks.{blk.index}.mlp.routing"] = dense.to(access.dtype)
+    return out
 
 
 @torch.no_grad()
@@ -340,7 +491,8 @@ def decompose_heads(
     chunk_size: int | None = None,
     logits_positions: Int[Tensor, "batch"] | None = None,
     unembed_columns: Int[Tensor, "k"] | None = None,
-    stabilize: bool = False,
+    stabilize: bool | R.Stabilize = False,
+    rules: R.Rules | str | None = None,
 ) -> DecompositionResult:
     """Decompose each head's `hook_z` against a baseline and propagate its relevant part to the logits.
 
@@ -359,18 +511,24 @@ def decompose_heads(
         chunk_size: max rows (sources x examples) propagated at once; default from a memory budget.
         logits_positions: one position per example; logits are then `[n_sources, batch, vocab]`.
         unembed_columns: vocabulary ids to return logits for (all when None).
-        stabilize: apply CD-T's opposite-sign stability rule after every linear map. It bounds
-            |beta| by |full| elementwise; without it beta can outgrow the activation and overflow
-            over deep models with gated MLPs and massive activations (SmolLM2-135M, early-layer
-            sources: a RuntimeWarning names them).
+        stabilize: the opposite-sign stability rule: True or "linear" after every linear map
+            (ours), "cdt" where the authors' code applies it (see `Rules`). It bounds |beta| by
+            |full| elementwise; without it beta can outgrow the activation and overflow over deep
+            models with gated MLPs and massive activations (SmolLM2-135M, early-layer sources: a
+            RuntimeWarning names them).
+        rules: a `Rules` or a preset name ("cdt-reference": the authors' CD_Circuit propagation,
+            `rules.CDT_REFERENCE`); when given it replaces attention, bias and stabilize.
 
     Returns:
         DecompositionResult with beta per source; gamma is full - beta.
     """
     check_supported(model)
-    rules = R.Rules(attention=attention, bias=bias, stabilize=stabilize)
-    if attention not in ("decomposed", "frozen") or bias not in ("magnitude", "irrelevant"):
-        raise ValueError(f"unknown rule attention={attention!r} bias={bias!r}")
+    if isinstance(rules, str):
+        if rules not in R.PRESETS:
+            raise ValueError(f"unknown rules preset {rules!r}: choose one of {sorted(R.PRESETS)}")
+        rules = R.PRESETS[rules]
+    elif rules is None:
+        rules = R.Rules(attention=attention, bias=bias, stabilize=stabilize)
     cfg = model.cfg
     heads = [(int(layer), int(head)) for layer, head in heads]
     if not heads:
@@ -393,7 +551,13 @@ def decompose_heads(
     )
     full = dict(cache.cache_dict)
     access = model_access(model)
-    score_mask = R.attention_mask_matrix(cfg.attention_dir, mask, n_pos, device)
+    full.update(_routing(access, full, batch, n_pos))
+    masks: dict[tuple[str, int | None], Tensor] = {}
+    for blk in access.blocks:
+        key = (blk.attn.mask, blk.attn.window)
+        if key not in masks:
+            masks[key] = R.attention_mask_matrix(key[0], mask, n_pos, device, key[1])
+    score_masks = [masks[(blk.attn.mask, blk.attn.window)] for blk in access.blocks]
     position_ids = R.position_ids(mask, batch, n_pos, device)
     source_mask = _source_mask(source_positions, batch, n_pos, device)
     mu = (
@@ -409,9 +573,8 @@ def decompose_heads(
         columns = unembed_columns.to(device)
         W_U, b_U = W_U[:, columns], None if b_U is None else b_U[columns]
     final_full = R.norm_output(final_norm, full.get("ln_final.hook_normalized"), last_resid)
-    full_logits = _select(final_full, logits_positions) @ W_U
-    if b_U is not None:
-        full_logits = full_logits + b_U
+    pre_cap = _plus(_select(final_full, logits_positions) @ W_U, b_U)
+    full_logits = R.soft_cap(pre_cap, access.logits_soft_cap)
 
     n_src = len(heads)
     beta_logits = torch.zeros((n_src, *full_logits.shape), device=device, dtype=full_logits.dtype)
@@ -440,7 +603,7 @@ def decompose_heads(
                     sliced,
                     rules,
                     position_ids[ex],
-                    score_mask[ex] if score_mask.shape[0] == batch else score_mask,
+                    [m[ex] if m.shape[0] == batch else m for m in score_masks],
                     rec,
                 )
                 src_heads = [heads[i][1] for i in src]
@@ -454,8 +617,19 @@ def decompose_heads(
                     _select(sliced.get("ln_final.hook_scale"), positions),
                     _select(sliced.get("ln_final.hook_normalized"), positions),
                     rules,
+                    _select(last_resid[ex], positions),
                 )
-                beta_logits[src, ex] = R.linear(x @ W_U, _minus(full_logits[ex], b_U), b_U, rules)
+                beta_pre = R.linear(x @ W_U, _minus(pre_cap[ex], b_U), b_U, rules, "unembed")
+                beta_logits[src, ex] = (
+                    beta_pre
+                    if access.logits_soft_cap is None
+                    else R.linearize(
+                        lambda t: R.soft_cap(t, access.logits_soft_cap),
+                        beta_pre,
+                        pre_cap[ex],
+                        full_logits[ex],
+                    )
+                )
     bad = [heads[i] for i in range(n_src) if not bool(beta_logits[i].isfinite().all())]
     if bad:
         warnings.warn(

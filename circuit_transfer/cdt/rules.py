@@ -11,9 +11,10 @@ activations have only `batch` and broadcast over `src`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
 import einops
 import torch
@@ -24,6 +25,19 @@ from circuit_transfer.models.access import Norm, Rotary
 
 AttentionRule = Literal["decomposed", "frozen"]
 BiasRule = Literal["magnitude", "irrelevant"]
+Stabilize = Literal["none", "linear", "cdt"]
+"""Where the opposite-sign stability rule applies: nowhere, after every linear map (our option),
+or where the CD_Circuit code applies it (after the MLP's input projection, after W_out and after
+each block's residual sum)."""
+LayerNormBias = Literal["output", "input"]
+"""How a LayerNorm's bias is shared: by the magnitude of the normalised, weighted parts (ours), or
+by the magnitude of the norm's input parts (CD_Circuit's)."""
+Site = Literal["qkv", "attn_out", "gate_up", "mlp_in", "mlp_out", "norm", "unembed", "resid"]
+"""Where a linear map (or a residual sum) sits, for the stability rule's placement. `mlp_in` is a
+plain MLP's W_in, or a gated MLP's product (where its bias is added); the gate and up projections
+(`gate_up`) are never stabilised: the gated rule takes their parts as they are."""
+
+_CDT_SITES = frozenset({"mlp_in", "mlp_out", "resid"})
 
 
 @dataclass(frozen=True)
@@ -31,24 +45,56 @@ class Rules:
     """Which CD-T rule variants to apply.
 
     Attributes:
-        attention: "decomposed" (CD-T default: relevant pattern from relevant scores) or
+        attention: "decomposed" (CD-T's default: relevant pattern from relevant scores) or
             "frozen" (the clean pattern applied to the relevant values).
         bias: "magnitude" (each bias shared by |W beta| / (|W beta| + |W gamma|)) or
             "irrelevant" (every bias goes to gamma).
-        stabilize: CD-T's optional numerical-stability rule after each linear map: where beta and
-            gamma have opposite signs, the sum goes to the larger part and the other becomes 0.
+        stabilize: the opposite-sign stability rule (where beta and gamma have opposite signs, the
+            sum goes to the larger part and the other becomes 0): "none", "linear" (our option:
+            after every linear map; True means this) or "cdt" (CD_Circuit's placement).
+        ln_bias: "output" (ours) or "input" (CD_Circuit's), see LayerNormBias.
     """
 
     attention: AttentionRule = "decomposed"
     bias: BiasRule = "magnitude"
-    stabilize: bool = False
+    stabilize: Stabilize | bool = "none"
+    ln_bias: LayerNormBias = "output"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.stabilize, bool):
+            object.__setattr__(self, "stabilize", "linear" if self.stabilize else "none")
+        if self.attention not in ("decomposed", "frozen") or self.bias not in ("magnitude", "irrelevant"):
+            raise ValueError(f"unknown rule attention={self.attention!r} bias={self.bias!r}")
+        if self.stabilize not in ("none", "linear", "cdt") or self.ln_bias not in ("output", "input"):
+            raise ValueError(f"unknown rule stabilize={self.stabilize!r} ln_bias={self.ln_bias!r}")
+
+    def stabilizes(self, site: Site) -> bool:
+        """Whether the stability rule applies after the map at `site`."""
+        if self.stabilize == "linear":
+            return site not in ("resid", "gate_up")
+        return self.stabilize == "cdt" and site in _CDT_SITES
+
+
+CDT_REFERENCE = Rules(attention="decomposed", bias="magnitude", stabilize="cdt", ln_bias="input")
+"""The authors' propagation (CD_Circuit, github.com/adelaidehsu/CD_Circuit) on GPT-2-style models:
+the decomposed attention rule, biases shared by magnitude, LayerNorm biases shared by the input
+parts, and the stability rule after W_in, W_out and each block's residual sum. Their code also
+hard-codes LayerNorm eps 1e-8 and adds 1e-8 to every share denominator; those two break
+completeness, so this preset keeps the model's eps and exact shares (method.md §3c)."""
+
+PRESETS = {"cdt-reference": CDT_REFERENCE}
 
 
 def stabilize_signs(beta: Float[Tensor, "*shape"], full: Float[Tensor, "*shape"]) -> Float[Tensor, "*shape"]:
-    """CD-T's stability rule: where beta and gamma = full - beta disagree in sign, the larger takes all."""
+    """The stability rule: where beta and gamma = full - beta disagree in sign, the larger takes all."""
     gamma = full - beta
     beta_wins = torch.where(beta.abs() > gamma.abs(), full, torch.zeros_like(full))
     return torch.where(beta * gamma < 0, beta_wins, beta)
+
+
+def _share(rel: Tensor, total: Tensor) -> Tensor:
+    """rel / total, and an even split where both parts are 0."""
+    return torch.where(total > 0, rel / total, 0.5)
 
 
 def linear(
@@ -56,6 +102,7 @@ def linear(
     w_full: Float[Tensor, "*full_shape"],
     bias: Float[Tensor, "*bias_shape"] | None,
     rules: Rules,
+    site: Site,
 ) -> Float[Tensor, "*shape"]:
     """Linear rule for `y = W h + b`: beta' = W beta + b |W beta| / (|W beta| + |W gamma|).
 
@@ -65,14 +112,13 @@ def linear(
             against w_beta. W gamma is `w_full - w_beta`.
         bias: b, or None when b is identically zero (then there is nothing to share).
         rules: bias rule ("irrelevant" gives all of b to gamma) and the stability option.
+        site: where the map sits (for the stability rule's placement).
     """
     beta = w_beta
     if bias is not None and rules.bias == "magnitude":
         rel = w_beta.abs()
-        total = rel + (w_full - w_beta).abs()
-        share = torch.where(total > 0, rel / total, 0.5)
-        beta = w_beta + bias * share
-    if rules.stabilize:
+        beta = w_beta + bias * _share(rel, rel + (w_full - w_beta).abs())
+    if rules.stabilizes(site):
         full = w_full if bias is None else w_full + bias
         beta = stabilize_signs(beta, full.expand_as(beta))
     return beta
@@ -84,12 +130,14 @@ def norm(
     scale: Float[Tensor, "*full_lead 1"] | None,
     normalized: Float[Tensor, "*full_lead d"] | None,
     rules: Rules,
+    full_in: Float[Tensor, "*full_lead d"] | None = None,
 ) -> Float[Tensor, "*lead d"]:
     """Normalisation rule: 1/sigma of the full input acts as a constant on both parts.
 
     LayerNorm centres beta by its own mean, divides by the clean run's scale (which includes the
-    model's eps), multiplies by w and shares b by magnitude; LayerNormPre stops before w; RMSNorm
-    does not centre; RMSNormPre only divides; no normalisation passes beta through.
+    model's eps), multiplies by w and shares b by magnitude (of the weighted output parts, or of
+    the input parts with `rules.ln_bias == "input"`); LayerNormPre stops before w; RMSNorm does
+    not centre; RMSNormPre only divides; no normalisation passes beta through.
 
     Args:
         n: the norm (kind, weight, bias).
@@ -97,12 +145,14 @@ def norm(
         scale: the clean run's scale of this norm (its `hook_scale`).
         normalized: the clean run's normalised input (its `hook_normalized`; read by the norms
             with a weight, for the bias share and the stability rule).
-        rules: bias rule and stability option.
+        rules: bias rules and stability option.
+        full_in: the clean input of the norm (read only for the input-share LayerNorm bias).
     """
     if n.kind == "none":
         return beta
     if scale is None:
         raise ValueError(f"norm {n.hook or n.kind} needs the clean run's scale")
+    beta_in = beta
     if n.centres:
         beta = beta - beta.mean(-1, keepdim=True)
     beta_hat = beta / scale
@@ -110,7 +160,15 @@ def norm(
         return beta_hat
     if normalized is None:
         raise ValueError(f"norm {n.hook or n.kind} needs the clean run's normalised input")
-    return linear(beta_hat * n.weight, normalized * n.weight, n.bias, rules)
+    if n.bias is None or rules.ln_bias == "output" or rules.bias == "irrelevant":
+        return linear(beta_hat * n.weight, normalized * n.weight, n.bias, rules, "norm")
+    if full_in is None:
+        raise ValueError(f"the input-share LayerNorm bias needs the clean input of norm {n.hook}")
+    rel = beta_in.abs()
+    out = beta_hat * n.weight + n.bias * _share(rel, rel + (full_in - beta_in).abs())
+    if rules.stabilizes("norm"):
+        out = stabilize_signs(out, (normalized * n.weight + n.bias).expand_as(out))
+    return out
 
 
 def linearize(
@@ -134,14 +192,17 @@ def gated_product(
     full_gate: Float[Tensor, "*full_lead d"],
     full_up: Float[Tensor, "*full_lead d"],
     full_product: Float[Tensor, "*full_lead d"],
+    up_fn: Callable[[Tensor], Tensor] | None = None,
 ) -> Float[Tensor, "*lead d"]:
-    """Gated-MLP rule (SwiGLU, GeGLU): gamma' = f(g_gamma) * u_gamma, beta' = f(g) * u - gamma'.
+    """Gated-MLP rule (SwiGLU, GeGLU): gamma' = f(g_gamma) * h(u_gamma), beta' = f(g) * h(u) - gamma'.
 
     Our choice (the papers leave it open; docs/method.md §3): the irrelevant part is what the gate would produce from
     irrelevant inputs alone, the same "linearize" idea as for a plain nonlinearity applied to the
-    pair (g, u); all interaction terms go to beta.
+    pair (g, u); all interaction terms go to beta. h is the identity except for GPT-OSS's experts
+    (a clamp plus 1); `full_product` is f(full_gate) * h(full_up).
     """
-    gamma_product = act_fn(full_gate - beta_gate) * (full_up - beta_up)
+    gamma_up = full_up - beta_up
+    gamma_product = act_fn(full_gate - beta_gate) * (gamma_up if up_fn is None else up_fn(gamma_up))
     return full_product - gamma_product
 
 
@@ -153,21 +214,76 @@ def masked_softmax(
     return torch.nan_to_num(pattern, nan=0.0)
 
 
-def nonzero(bias: Tensor) -> Tensor | None:
-    """The bias itself, or None when it is identically zero (no share to compute)."""
-    return bias if bool(bias.any()) else None
-
-
 def attention_mask_matrix(
-    attention_dir: str, attention_mask: Int[Tensor, "batch pos"] | None, n_pos: int, device: torch.device
-) -> Bool[Tensor, "batch query key"]:
-    """The boolean mask TransformerLens applies to attention scores: causal and padding (keys only)."""
+    attention_dir: str,
+    attention_mask: Int[Tensor, "batch pos"] | None,
+    n_pos: int,
+    device: torch.device,
+    window: int | None = None,
+) -> Bool[Tensor, "mask_batch query key"]:
+    """The boolean mask TransformerLens applies to a layer's scores: causal, padding (keys only),
+    and for local attention only the last `window` keys (the query's own included)."""
     if attention_dir == "bidirectional":
         return torch.ones(1, n_pos, n_pos, dtype=torch.bool, device=device)
-    causal = torch.ones(n_pos, n_pos, dtype=torch.bool, device=device).tril()
+    query = torch.arange(n_pos, device=device)[:, None]
+    key = torch.arange(n_pos, device=device)[None, :]
+    allowed = key <= query
+    if window is not None:
+        allowed = allowed & (key > query - window)
+    allowed = einops.rearrange(allowed, "query key -> 1 query key")
     if attention_mask is None:
-        return einops.rearrange(causal, "query key -> 1 query key")
-    return causal & einops.rearrange(attention_mask.bool(), "batch key -> batch 1 key")
+        return allowed
+    return allowed & einops.rearrange(attention_mask.bool(), "batch key -> batch 1 key")
+
+
+def soft_cap(x: Tensor, cap: float | None) -> Tensor:
+    """Gemma 2's soft-cap `cap * tanh(x / cap)` (identity without a cap)."""
+    return x if cap is None else cap * torch.tanh(x / cap)
+
+
+def qk_norm(
+    n: Norm,
+    beta: Float[Tensor, "src batch pos head d_head"],
+    full: Float[Tensor, "batch pos head d_head"],
+    per_head: bool,
+    rules: Rules,
+) -> tuple[Float[Tensor, "src batch pos head d_head"], Float[Tensor, "batch pos head d_head"]]:
+    """QK-norm (an RMSNorm on q or k, per head or over all heads): the norm rule with the clean
+    scale recomputed from the clean q or k. Returns beta' and the clean normalised output."""
+    if not per_head:
+        heads = full.shape[-2]
+        flat_beta = einops.rearrange(beta, "... head d_head -> ... (head d_head)")
+        flat_beta, flat_full = qk_norm(
+            n, flat_beta[..., None, :], full.flatten(-2)[..., None, :], True, rules
+        )
+        return (
+            einops.rearrange(flat_beta[..., 0, :], "... (head d_head) -> ... head d_head", head=heads),
+            einops.rearrange(flat_full[..., 0, :], "... (head d_head) -> ... head d_head", head=heads),
+        )
+    scale = (full.pow(2).mean(-1, keepdim=True) + n.eps).sqrt()
+    normalized = full / scale
+    return norm(n, beta, scale, normalized, rules), normalized * cast(Tensor, n.weight)
+
+
+def clip(
+    beta: Float[Tensor, "*lead d"], full: Float[Tensor, "*full_lead d"], bound: float | None
+) -> tuple[Float[Tensor, "*lead d"], Float[Tensor, "*full_lead d"]]:
+    """`clip_qkv` (OLMo): a clamp to [-c, c] is a nonlinearity, so the linearize rule; also the clean output."""
+    if bound is None:
+        return beta, full
+    clamped = full.clamp(-bound, bound)
+    return clamped - (full - beta).clamp(-bound, bound), clamped
+
+
+def logn_scale(
+    train_length: int | None, n_pos: int, device: torch.device, dtype: torch.dtype
+) -> Tensor | None:
+    """Qwen-1's log-n query scale per position `[pos]` beyond the training length, or None."""
+    if train_length is None or n_pos <= train_length:
+        return None
+    positions = torch.arange(1, n_pos + 1, device=device, dtype=torch.float32)
+    scale = torch.where(positions > train_length, positions.log() / math.log(train_length), 1.0)
+    return scale.to(dtype)
 
 
 def norm_output(

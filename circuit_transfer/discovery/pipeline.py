@@ -54,7 +54,8 @@ def discover(
         selection: "top-k", "threshold" (needs `threshold`), "near-zero", "random" (seeded),
             or "iterative" (CD-T directional scores only; `rounds`, `k_next`).
         scores: precomputed scores to select from (skips relevance).
-        stabilize: CD-T's sign-stability rule (see `head_relevance`); use it on deep gated models.
+        stabilize: the opposite-sign stability rule after every linear map (our placement; see
+            `head_relevance`); use it on deep gated models.
         progress: a progress bar over the relevance batches (tqdm, on stderr).
     """
     if selection not in SELECTIONS:

@@ -279,8 +279,10 @@ def head_relevance(
         lang: language recorded in the provenance (default: the examples' languages).
         bias: CD-T bias rule, "magnitude" (shared by |W beta| / (|W beta| + |W gamma|)) or
             "irrelevant" (all biases to gamma); recorded in `extra`.
-        stabilize: CD-T's sign-stability rule (estimator "cdt"); needed on deep gated models such
-            as SmolLM2-135M, where early heads' relevant parts otherwise overflow (the engine warns).
+        stabilize: the opposite-sign stability rule after every linear map (estimator "cdt"; our
+            placement, the authors' is `decompose_heads(rules="cdt-reference")`); needed on deep
+            gated models such as SmolLM2-135M, where early heads' relevant parts otherwise
+            overflow (the engine warns).
         progress: show a progress bar over the batches (tqdm, on stderr).
     """
     if score not in SCORES:

@@ -80,7 +80,8 @@ def _attention(model: HookedTransformer, layer: int) -> Attention:
     qk_norm = None
     if cfg.use_qk_norm or cfg.original_architecture in OLMO_QK_NORM_ARCHITECTURES:
         qk_norm = QKNorm(_norm(attn.q_norm, None), _norm(attn.k_norm, None), per_head=bool(cfg.use_qk_norm))
-    logn = (cfg.train_seq_length or cfg.n_ctx) if cfg.use_logn_attn else None
+    # TransformerLens scales only in eval mode
+    logn = (cfg.train_seq_length or cfg.n_ctx) if cfg.use_logn_attn and not attn.training else None
     soft_cap = cfg.attn_scores_soft_cap if cfg.attn_scores_soft_cap > 0 else None
     return Attention(
         W_Q=attn.W_Q,

@@ -67,7 +67,10 @@ def _right_padded(model, lengths: list[int], n_pos: int):
     return tokens, mask
 
 
-CAUSAL_FAMILIES = [f for f in FAMILIES if FAMILIES[f].get("attention_dir", "causal") == "causal"]
+# Qwen-1's log-n scale and dynamic NTK depend on the padded length: the model itself changes
+CAUSAL_FAMILIES = [
+    f for f in FAMILIES if FAMILIES[f].get("attention_dir", "causal") == "causal" and f != "qwen1_logn"
+]
 
 
 @pytest.mark.parametrize("attention", ["decomposed", "frozen"])

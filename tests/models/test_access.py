@@ -52,3 +52,38 @@ def test_rules_and_engine_import_no_transformer_lens_component() -> None:
         for n in ast.walk(rules_tree)
         if isinstance(n, ast.ImportFrom) and (n.module or "").startswith("transformer_lens")
     ]
+
+
+def test_access_gives_each_layer_its_own_mask_rotary_norms_and_experts() -> None:
+    cfg = HookedTransformerConfig(
+        **{**BASE, "n_layers": 3},
+        act_fn="gelu_pytorch_tanh",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        rotary_dim=4,
+        gated_mlp=True,
+        use_qk_norm=True,
+        use_normalization_before_and_after=True,
+        use_local_attn=True,
+        attn_types=["local", "global", "local"],
+        window_size=3,
+        rotary_base=1_000_000,
+        rotary_base_local=10_000,
+        attn_scores_soft_cap=50.0,
+        output_logits_soft_cap=30.0,
+        num_experts=4,
+        experts_per_token=2,
+    )
+    model = HookedTransformer(cfg)
+    model(torch.zeros(1, 5, dtype=torch.long))
+    access = model_access(model)
+    local, glob = access.blocks[0].attn, access.blocks[1].attn
+    assert (local.window, glob.window) == (3, None)
+    assert local.rotary is not None and glob.rotary is not None
+    assert not torch.equal(local.rotary.cos, glob.rotary.cos)  # two rotary bases
+    assert local.qk_norm is not None and local.qk_norm.per_head and local.qk_norm.q.length == 4
+    assert local.soft_cap == 50.0 and access.logits_soft_cap == 30.0
+    blk = access.blocks[2]
+    assert blk.ln1_post is not None and blk.ln2_post is not None and blk.ln1_post.hook == "blocks.2.ln1_post"
+    assert blk.mlp is not None and not hasattr(blk.mlp, "W_in")  # experts, not one MLP
+    assert len(blk.mlp.experts) == 4 and blk.mlp.per_token == 2 and blk.mlp.order == "softmax_topk"
