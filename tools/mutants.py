@@ -318,22 +318,22 @@ MUTANTS: list[Mutant] = [
     M(
         "padding-mask-dropped",
         "circuit_transfer/cdt/rules.py",
-        'return causal & einops.rearrange(attention_mask.bool(), "batch key -> batch 1 key")',
-        "return causal.expand(attention_mask.shape[0], -1, -1)",
+        'return allowed & einops.rearrange(attention_mask.bool(), "batch key -> batch 1 key")',
+        "return allowed.expand(attention_mask.shape[0], -1, -1)",
         CDT,
     ),
     M(
         "bias-share-inverted",
         "circuit_transfer/cdt/rules.py",
-        "share = torch.where(total > 0, rel / total, 0.5)",
-        "share = torch.where(total > 0, 1 - rel / total, 0.5)",
+        "return torch.where(total > 0, rel / total, 0.5)",
+        "return torch.where(total > 0, 1 - rel / total, 0.5)",
         CDT,
     ),
     M(
         "bias-even-split-to-gamma",
         "circuit_transfer/cdt/rules.py",
-        "share = torch.where(total > 0, rel / total, 0.5)",
-        "share = torch.where(total > 0, rel / total, 0.0)",
+        "return torch.where(total > 0, rel / total, 0.5)",
+        "return torch.where(total > 0, rel / total, 0.0)",
         CDT_ALL,
     ),
     M(
@@ -360,8 +360,8 @@ MUTANTS: list[Mutant] = [
     M(
         "gated-up-not-split",
         "circuit_transfer/cdt/rules.py",
-        "act_fn(full_gate - beta_gate) * (full_up - beta_up)",
-        "act_fn(full_gate - beta_gate) * full_up",
+        "gamma_up = full_up - beta_up",
+        "gamma_up = full_up",
         CDT,
     ),
     M(
@@ -381,8 +381,8 @@ MUTANTS: list[Mutant] = [
     M(
         "norm-bias-dropped",
         "circuit_transfer/cdt/rules.py",
-        "return linear(beta_hat * n.weight, normalized * n.weight, n.bias, rules)",
-        "return linear(beta_hat * n.weight, normalized * n.weight, None, rules)",
+        'return linear(beta_hat * n.weight, normalized * n.weight, n.bias, rules, "norm")',
+        'return linear(beta_hat * n.weight, normalized * n.weight, None, rules, "norm")',
         CDT,
     ),
     # ---- cdt/engine.py
@@ -410,15 +410,15 @@ MUTANTS: list[Mutant] = [
     M(
         "attn-scale-multiplied",
         "circuit_transfer/cdt/engine.py",
-        "R.masked_softmax(scores / attn.scale, mask)",
-        "R.masked_softmax(scores * attn.scale, mask)",
+        "R.soft_cap(scores / attn.scale, attn.soft_cap)",
+        "R.soft_cap(scores * attn.scale, attn.soft_cap)",
         CDT,
     ),
     M(
         "b_O-share-on-full",
         "circuit_transfer/cdt/engine.py",
-        "R.linear(w_beta, _minus(full, b_O), b_O, self.rules)",
-        "R.linear(w_beta, full, b_O, self.rules)",
+        'w_full = _minus(cast(Tensor, self._c(f"blocks.{layer}.hook_attn_out")), b_O)',
+        'w_full = cast(Tensor, self._c(f"blocks.{layer}.hook_attn_out"))',
         CDT,
     ),
     M(
@@ -431,8 +431,8 @@ MUTANTS: list[Mutant] = [
     M(
         "parallel-mlp-reads-mid",
         "circuit_transfer/cdt/engine.py",
-        "resid_pre + attn_out + self.mlp(layer, resid_pre)",
-        "resid_pre + attn_out + self.mlp(layer, resid_pre + attn_out)",
+        'resid_pre + attn_out + self.mlp(layer, resid_pre, p + "hook_resid_pre")',
+        'resid_pre + attn_out + self.mlp(layer, resid_pre + attn_out, p + "hook_resid_pre")',
         CDT,
     ),
     M(
@@ -473,8 +473,8 @@ MUTANTS: list[Mutant] = [
     M(
         "chunk-score-mask-unsliced",
         "circuit_transfer/cdt/engine.py",
-        "score_mask[ex] if score_mask.shape[0] == batch else score_mask",
-        "score_mask",
+        "[m[ex] if m.shape[0] == batch else m for m in score_masks]",
+        "score_masks",
         CDT,
     ),
     M(

@@ -32,10 +32,11 @@ each block's residual sum)."""
 LayerNormBias = Literal["output", "input"]
 """How a LayerNorm's bias is shared: by the magnitude of the normalised, weighted parts (ours), or
 by the magnitude of the norm's input parts (CD_Circuit's)."""
-Site = Literal["qkv", "attn_out", "gate_up", "mlp_in", "mlp_out", "norm", "unembed", "resid"]
+Site = Literal["linear", "qkv", "attn_out", "gate_up", "mlp_in", "mlp_out", "norm", "unembed", "resid"]
 """Where a linear map (or a residual sum) sits, for the stability rule's placement. `mlp_in` is a
 plain MLP's W_in, or a gated MLP's product (where its bias is added); the gate and up projections
-(`gate_up`) are never stabilised: the gated rule takes their parts as they are."""
+(`gate_up`) are never stabilised: the gated rule takes their parts as they are. `linear` is any
+other linear map."""
 
 _CDT_SITES = frozenset({"mlp_in", "mlp_out", "resid"})
 
@@ -102,7 +103,7 @@ def linear(
     w_full: Float[Tensor, "*full_shape"],
     bias: Float[Tensor, "*bias_shape"] | None,
     rules: Rules,
-    site: Site,
+    site: Site = "linear",
 ) -> Float[Tensor, "*shape"]:
     """Linear rule for `y = W h + b`: beta' = W beta + b |W beta| / (|W beta| + |W gamma|).
 

@@ -21,20 +21,7 @@ from hf_families import FAMILIES
 from circuit_transfer.cdt import RECORDABLE, Rules, decompose_heads
 from circuit_transfer.cdt.reference import reference_decompose
 
-REFUSED: dict[str, str] = {
-    "gpt_neo": "use_local_attn",
-    "mistral": "use_local_attn",
-    "mixtral": "num_experts",
-    "qwen3": "use_qk_norm",
-    "apertus": "use_qk_norm",
-    "gemma2": "use_local_attn",
-    "gemma3": "use_local_attn",
-    "olmo": "clip_qkv",
-    "olmo2": "original_architecture",
-    "olmo3": "use_local_attn",
-    "olmoe": "num_experts",
-    "gpt_oss": "use_local_attn",
-}
+REFUSED: dict[str, str] = {}
 """Family -> the HookedTransformerConfig field the engine refuses (the first one it checks)."""
 
 RULES = [
