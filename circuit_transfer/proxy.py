@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from circuit_transfer.data import load_split
 from circuit_transfer.evaluate import evaluate
 from circuit_transfer.models import build_tiny_model, load_model, read_checkpoint_metadata, save_checkpoint
 from circuit_transfer.optim import OptimConfig
@@ -23,26 +22,23 @@ PRETRAINED_TRAIN = TrainConfig(epochs=3, batch_size=8, optim=OptimConfig(lr=3e-5
 
 
 def train_eval_splits(dataset: str) -> tuple[str, str, str]:
-    """(train, valid, test) split names: XNLI has no train split, so its dev is split in two."""
-    return ("train", "valid", "test") if dataset == "nusax-senti" else ("dev", "dev", "test")
+    """(train, valid, test) split names of a built-in data set (`Task.split_roles`)."""
+    return get_task(dataset).split_roles()
 
 
 def load_train_valid(dataset: str, lang: str, data_dir=None):
-    """Train and valid examples of a language; for XNLI, dev is cut 80/20 by a fixed rule."""
-    train_split, valid_split, _ = train_eval_splits(dataset)
-    if train_split == valid_split:
-        rows = load_split(dataset, lang, train_split, data_dir)
-        cut = len(rows) * 4 // 5
-        return rows[:cut], rows[cut:]
-    return load_split(dataset, lang, train_split, data_dir), load_split(dataset, lang, valid_split, data_dir)
+    """Train and valid examples of a built-in data set's language (`Task.train_valid`)."""
+    return get_task(dataset).train_valid(lang, data_dir)
 
 
 def task_of_checkpoint(path: str | Path) -> Task:
-    """The task (template and label words) a checkpoint was trained with."""
+    """The task (name, labels, template and label words; not its data) a checkpoint was trained with.
+
+    It is the checkpoint metadata's "task" entry (`Task.to_dict`, see `save_checkpoint`)."""
     meta = read_checkpoint_metadata(path).get("task")
     if not meta:
         raise ValueError(f"{path} records no task: pass --task/--template/--label-words explicitly.")
-    return get_task(meta["name"], template=meta["template"], label_words=meta["label_words"])
+    return Task.from_dict(meta)
 
 
 def prepare_proxy(
@@ -63,8 +59,9 @@ def prepare_proxy(
     and test splits, for when a CPU cannot afford the whole split (XNLI English: 1992 + 498 rows to
     train on, 5010 test pairs); the test subset is the same rows as a sweep's `--n-test`."""
     started = time.time()
-    train, valid = load_train_valid(task.name, lang, data_dir)
-    test = load_split(task.name, lang, train_eval_splits(task.name)[2], data_dir)
+    lang = task.normalise_lang(lang)
+    train, valid = task.train_valid(lang, data_dir)
+    test = task.test_examples(lang, data_dir)
     for name, n, rows in (("n_train", n_train, train), ("n_valid", n_valid, valid), ("n_test", n_test, test)):
         if n is not None and n > len(rows):  # a silent cap would train on another amount than asked
             raise ValueError(
@@ -89,7 +86,7 @@ def prepare_proxy(
     metadata = {
         "kind": "proxy",
         "base_model": model_spec,
-        "task": {"name": task.name, "template": task.template, "label_words": list(task.label_words)},
+        "task": task.to_dict(),
         "lang": lang,
         "splits": {"train": len(train), "valid": len(valid), "test": len(test)},
         "train_config": config.to_dict(),

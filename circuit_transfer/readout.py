@@ -21,6 +21,11 @@ from circuit_transfer.data import Example
 from circuit_transfer.tasks import Task
 
 Margin = Literal["mean", "max"]
+NO_TOKENIZER = (
+    "The model has no tokenizer (model.tokenizer is None): attach one with "
+    "`circuit_transfer.models.attach_tokenizer(model, tokenizer)` (e.g. a transformers "
+    "AutoTokenizer), or pass encoded TaskBatch objects instead of Examples."
+)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,9 @@ def encode(tokenizer, task: Task, examples: Sequence[Example], max_len: int = 12
     """
     if not examples:
         raise ValueError("No examples to encode.")
+    if tokenizer is None:
+        raise ValueError(NO_TOKENIZER)
+    task.check_examples(examples)
     suffix_len = len(tokenizer.encode(task.prompt_suffix, add_special_tokens=False))
     if max_len <= suffix_len + 1:
         raise ValueError(f"max_len={max_len} leaves no room for text after the {suffix_len}-token suffix.")

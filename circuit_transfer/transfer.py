@@ -1,8 +1,8 @@
 """Masked transfer to the target language: CT-SFT and the controls it is compared with (docs/method.md §5).
 
-Every method starts from the same proxy checkpoint and gets the same target-language training
-subset, seed, schedule and epoch selection (on the target valid split); only the set of parameters
-that may change differs:
+Every method starts from the same proxy model (a model object in memory, or a checkpoint
+directory) and gets the same target-language training subset, seed, schedule and epoch selection
+(on the target valid split); only the set of parameters that may change differs:
 
 | method      | trainable                                                                 |
 |-------------|---------------------------------------------------------------------------|
@@ -15,33 +15,42 @@ that may change differs:
 
 A run evaluates target test and proxy test (and any extra retention languages) before and after,
 and writes `result.json` (atomically) plus `delta.safetensors`, the adapter-only delta: just the
-entries that could change, re-applicable to the proxy checkpoint with `delta.apply_delta`, and
+entries that could change, re-applicable to a fresh copy of the proxy with `delta.apply_delta`, and
 `predictions.npz`, every evaluation's per-item predictions and label logits
 (`evaluate.load_predictions`): sets `before/<lang>` and `after/<lang>` for every test language, and
 `valid/epoch<e>` for the target valid split after each epoch.
 
 Parameter counts (`params_total`, `params_trainable`, `params_changed`) are real parameters, tied
 weights counted once (`models.params`); `params_total_hooked` is what the TransformerLens model holds.
+
+    record = transfer(model, TransferSpec("ct-sft", target="jav", n_train=100), circuit,
+                      task=task, proxy_lang="ind", out="runs/jav")   # trains a copy of `model`
+
+The data comes from the task (a built-in data set, or your own `get_task(..., data=...)`), or
+explicitly as `train=`, `valid=` and `tests=` lists of `Example`s.
 """
 
 from __future__ import annotations
 
+import copy
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from circuit_transfer.choices import METHODS
-from circuit_transfer.data import load_split
+from circuit_transfer.data import Example
 from circuit_transfer.delta import extract_delta, save_delta
 from circuit_transfer.discovery import Circuit, select_near_zero, select_random
 from circuit_transfer.evaluate import EvalResult, ItemPredictions, evaluate, save_predictions
 from circuit_transfer.io import atomic_write_dir, atomic_write_json
 from circuit_transfer.masking import FULL, MaskPolicy, masked_training
-from circuit_transfer.models import load_model
+from circuit_transfer.models import SpecKind, load_model, read_checkpoint_metadata, resolve_spec
 from circuit_transfer.models.bridge import backend_of
 from circuit_transfer.models.params import changed_entries, count_parameters
-from circuit_transfer.proxy import load_train_valid, task_of_checkpoint, train_eval_splits
+from circuit_transfer.readout import NO_TOKENIZER
 from circuit_transfer.tasks import Task, stratified_cap, stratified_subset
 from circuit_transfer.train import TrainConfig, train_classifier
 
@@ -173,7 +182,7 @@ def is_run_dir(path: str | Path) -> bool:
 
 
 def transfer(
-    proxy_dir: str | Path,
+    model_or_dir,
     spec: TransferSpec,
     circuit: Circuit | None = None,
     out: str | Path | None = None,
@@ -181,41 +190,68 @@ def transfer(
     data_dir=None,
     progress: bool = False,
     before: Mapping[str, dict] | None = None,
+    *,
+    train: Sequence[Example] | None = None,
+    valid: Sequence[Example] | None = None,
+    tests: Mapping[str, Sequence[Example]] | None = None,
+    proxy_lang: str | None = None,
+    in_place: bool = False,
 ) -> dict:
-    """Run one transfer from a proxy checkpoint; return (and, with `out`, save) the result record.
+    """Run one transfer from a proxy model; return (and, with `out`, save) the result record.
 
-    `before` holds already-measured scores of the unchanged proxy on the same test sets, by language
-    (`before_json` of an earlier evaluation: scores plus per-item predictions); languages it lacks,
-    or gives without predictions, are evaluated. A sweep passes them so the proxy is not re-scored
-    on every run.
+    Args:
+        model_or_dir: the proxy: a model object in memory (a `HookedTransformer` with a tokenizer,
+            or any model the package can train), or a checkpoint directory / `load_model` spec.
+        task: the prompt format and, for the default data, the examples. Default for a checkpoint
+            directory: the task it records (`task_of_checkpoint`); a model object needs it.
+        train: the target-language training pool (`spec.n_train` examples are drawn from it,
+            label-stratified and seeded). Default: the task's train split of `spec.target`.
+        valid: the examples that select the epoch (capped by `spec.n_valid`). Default: the
+            task's valid split of `spec.target`.
+        tests: test examples by language; must include `spec.target`, the proxy language and
+            every `spec.retention_langs`. Default: the task's test split of each of those.
+        proxy_lang: the language the proxy is competent in (forgetting is measured on it).
+            Default for a checkpoint directory: the language it records.
+        in_place: train the model object you pass (it ends holding the selected epoch's weights).
+            By default a copy is trained and your model is left bit-identical. A directory is
+            always loaded afresh and never written to.
+        before: already-measured scores of the unchanged proxy on the same test sets, by language
+            (`before_json` of an earlier evaluation: scores plus per-item predictions); languages it
+            lacks, or gives without predictions, are evaluated. A sweep passes them so the proxy is
+            not re-scored on every run.
+        out: the run folder. An existing one is replaced as a whole (atomically: no file of an
+            earlier run survives beside the new ones) when it holds nothing but a run's files; a
+            folder holding anything else is refused.
 
-    An existing `out` is replaced as a whole (atomically: no file of an earlier run survives beside
-    the new ones) when it holds nothing but a run's files; a folder holding anything else is refused
-    before any compute."""
+    Every input is checked (the output folder, task, languages, examples, label words against the
+    tokenizer, the circuit against the model) before any compute.
+    """
     started = time.time()
     if out is not None and Path(out).exists() and not is_run_dir(out):
         raise FileExistsError(
             f"{out} exists and is not a transfer run folder (it holds files other than "
             f"{', '.join(RUN_FILES)}); it is never replaced: choose another output folder."
         )
-    task = task or task_of_checkpoint(proxy_dir)
-    model = load_model(str(proxy_dir))
-    proxy_lang = _proxy_lang(proxy_dir)
-    heads = heads_for(spec.method, circuit, model, spec.seed)
-
-    train_pool, valid = load_train_valid(task.name, spec.target, data_dir)
-    if spec.n_train > len(train_pool):
+    model, recorded, proxy_name = _proxy_model(model_or_dir, in_place)
+    task = task or _recorded_task(recorded, proxy_name)
+    proxy_lang = proxy_lang or recorded.get("lang")
+    if not proxy_lang:
         raise ValueError(
-            f"{task.name}/{spec.target} has {len(train_pool)} training examples; cannot take n_train={spec.n_train}."
+            f"transfer needs the proxy's language for {proxy_name}: pass proxy_lang=... (a checkpoint "
+            "directory records it as metadata 'lang', see save_checkpoint)."
         )
-    train = stratified_subset(train_pool, spec.n_train, spec.seed, task.n_labels) if spec.n_train > 0 else []
-    valid = stratified_cap(valid, spec.n_valid, task.n_labels)
-    test_split = train_eval_splits(task.name)[2]
-    eval_langs = dict.fromkeys([spec.target, proxy_lang, *spec.retention_langs])
-    tests = {
-        lang: stratified_cap(load_split(task.name, lang, test_split, data_dir), spec.n_test, task.n_labels)
-        for lang in eval_langs
-    }
+    if getattr(model, "tokenizer", None) is None:
+        raise ValueError(NO_TOKENIZER)
+    task.label_token_ids(model.tokenizer)  # refuse colliding label words before any compute
+    for what, rows in (
+        ("train", train),
+        ("valid", valid),
+        *((f"tests[{k!r}]", v) for k, v in (tests or {}).items()),
+    ):
+        if rows is not None:
+            task.check_examples(rows, what)
+    heads = heads_for(spec.method, circuit, model, spec.seed)
+    train, valid, tests = _transfer_data(task, spec, proxy_lang, train, valid, tests, data_dir)
 
     known = _known_before(before, tests, task.n_labels)
     missing = {lang: rows for lang, rows in tests.items() if lang not in known}
@@ -226,7 +262,7 @@ def transfer(
     record: dict = {
         "method": spec.method,
         "task": task.name,
-        "proxy": str(proxy_dir),
+        "proxy": proxy_name,
         "proxy_lang": proxy_lang,
         "target": spec.target,
         "seed": spec.seed,
@@ -288,7 +324,7 @@ def transfer(
                 save_delta(
                     folder / "delta.safetensors",
                     delta,
-                    metadata={"method": spec.method, "proxy": str(proxy_dir), "backend": backend_of(model)},
+                    metadata={"method": spec.method, "proxy": proxy_name, "backend": backend_of(model)},
                 )
             save_predictions(folder / PREDICTIONS, predictions)
             atomic_write_json(folder / "result.json", record)
@@ -312,12 +348,76 @@ def outcome(before: Mapping[str, dict], after: Mapping[str, dict], target: str, 
     }
 
 
-def _proxy_lang(proxy_dir) -> str:
-    from circuit_transfer.models import read_checkpoint_metadata
+def _proxy_model(model_or_dir, in_place: bool) -> tuple[Any, dict, str]:
+    """(the model to train, the checkpoint's recorded metadata or {}, a name for the record).
 
-    lang = read_checkpoint_metadata(proxy_dir).get("lang")
-    if not lang:
-        raise ValueError(
-            f"{proxy_dir} records no proxy language: create it with `circuit-transfer prepare-proxy`."
+    A model object is copied unless `in_place` (its tokenizer is shared, not copied: training never
+    touches it); a directory or spec is loaded, so the loaded model is the run's own."""
+    if isinstance(model_or_dir, (str, os.PathLike)):
+        path = str(model_or_dir)
+        is_checkpoint = resolve_spec(path)[0] is SpecKind.CHECKPOINT
+        return load_model(path), read_checkpoint_metadata(path) if is_checkpoint else {}, path
+    model = model_or_dir
+    if not hasattr(model, "named_parameters") or not hasattr(model, "cfg"):
+        raise TypeError(
+            f"transfer takes a model (e.g. a HookedTransformer) or a checkpoint directory, not a "
+            f"{type(model).__name__}."
         )
-    return lang
+    name = f"in-memory {type(model).__name__} {getattr(model.cfg, 'model_name', '')}".strip()
+    if in_place:
+        return model, {}, name
+    tokenizer = getattr(model, "tokenizer", None)
+    return copy.deepcopy(model, memo={id(tokenizer): tokenizer}), {}, name
+
+
+def _recorded_task(recorded: dict, proxy_name: str) -> Task:
+    if not recorded.get("task"):
+        raise ValueError(
+            f"transfer needs task=... for {proxy_name}: a model object (or a checkpoint without a "
+            "recorded task) does not say which prompt format and data to use."
+        )
+    return Task.from_dict(recorded["task"])
+
+
+def _transfer_data(
+    task: Task,
+    spec: TransferSpec,
+    proxy_lang: str,
+    train: Sequence[Example] | None,
+    valid: Sequence[Example] | None,
+    tests: Mapping[str, Sequence[Example]] | None,
+    data_dir,
+) -> tuple[list[Example], list[Example], dict[str, list[Example]]]:
+    """The run's training subset, epoch-selection set and test sets, each checked."""
+    if train is None or valid is None:
+        train_pool, valid_pool = task.train_valid(spec.target, data_dir)
+        train = train_pool if train is None else train
+        valid = valid_pool if valid is None else valid
+    train, valid = list(train), list(valid)
+    if spec.n_train > len(train):
+        raise ValueError(
+            f"{task.name}/{spec.target} has {len(train)} training examples; cannot take n_train={spec.n_train}."
+        )
+    if not valid and spec.method != "zero-shot":
+        raise ValueError("The valid set is empty: the epoch is selected on it.")
+    train = stratified_subset(train, spec.n_train, spec.seed, task.n_labels) if spec.n_train > 0 else []
+    valid = stratified_cap(valid, spec.n_valid, task.n_labels)
+    eval_langs = list(dict.fromkeys([spec.target, proxy_lang, *spec.retention_langs]))
+    if tests is None:
+        tests = {lang: task.test_examples(lang, data_dir) for lang in eval_langs}
+    else:
+        absent = [lang for lang in eval_langs if lang not in tests]
+        if absent:
+            raise ValueError(
+                f"tests has no examples for {', '.join(absent)} (it has {', '.join(tests) or 'none'}): it "
+                "needs the target, the proxy language and every retention language."
+            )
+        eval_langs += [lang for lang in tests if lang not in eval_langs]
+    for lang in eval_langs:
+        if not tests[lang]:
+            raise ValueError(f"tests[{lang!r}] is empty.")
+    return (
+        train,
+        valid,
+        {lang: stratified_cap(tests[lang], spec.n_test, task.n_labels) for lang in eval_langs},
+    )

@@ -61,11 +61,11 @@ def add_overwrite_arg(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def add_task_args(parser: argparse.ArgumentParser) -> None:
-    """--task, --template, --label-words, --data-dir, --max-len, --batch-size."""
+    """--task, --template, --label-words, --data-dir, the own-data options, --max-len, --batch-size."""
     parser.add_argument(
         "--task",
-        choices=DATASETS,
-        help=f"data set / task (default: the one a checkpoint was trained on, else {DEFAULT_TASK})",
+        help=f"built-in task: {', '.join(DATASETS)} (default: the one a checkpoint was trained on, else "
+        f"{DEFAULT_TASK}); with --data-file, the name of your task (default: the checkpoint's, else the file's name)",
     )
     parser.add_argument("--template", help="prompt template with {text} (and {text_pair}); default per task")
     parser.add_argument(
@@ -75,13 +75,62 @@ def add_task_args(parser: argparse.ArgumentParser) -> None:
         "--data-dir",
         help="folder with nusax-senti/ and xnli/ (default: $CT_DATA_DIR, ../shared/data, the hub)",
     )
+    own = parser.add_argument_group(
+        "your own data",
+        "a CSV/TSV/JSONL/JSON file of labelled rows instead of a built-in data set (needs --template and "
+        "--label-words unless a checkpoint records them). Without a split column, a seeded split stratified "
+        "by label takes 10%% valid and 20%% test per language.",
+    )
+    own.add_argument("--data-file", help="your labelled data: .csv, .tsv, .jsonl or .json")
+    own.add_argument("--text-column", default="text", help="column with the text (default: text)")
+    own.add_argument(
+        "--text-pair-column", help="column with the second text of pair tasks, e.g. hypothesis ({text_pair})"
+    )
+    own.add_argument("--label-column", default="label", help="column with the label (default: label)")
+    own.add_argument(
+        "--labels", help="comma-separated label names in label-id order (default: the label words, stripped)"
+    )
+    own.add_argument("--lang-column", help="column with each row's language (default: all rows are 'und')")
+    own.add_argument("--split-column", help="column with each row's split: train, valid (or dev), test")
+    own.add_argument("--id-column", help="column with each row's id (default: the row number)")
     parser.add_argument("--max-len", type=positive_int, default=128, help="maximum prompt length in tokens")
     parser.add_argument("--batch-size", type=positive_int, default=16, help="examples per forward pass")
 
 
-def task_from_args(args: argparse.Namespace) -> Task:
+def task_from_args(args: argparse.Namespace, recorded: Task | None = None) -> Task:
+    """The task the arguments name: a built-in one, or your own from --data-file.
+
+    `recorded` (a checkpoint's task) supplies the name, labels, template and label words the
+    arguments do not give."""
     words = args.label_words.split(",") if args.label_words else None
-    return get_task(args.task or DEFAULT_TASK, template=args.template, label_words=words)
+    labels = [x.strip() for x in args.labels.split(",")] if args.labels else None
+    if recorded is not None:
+        words = words or list(recorded.label_words)
+        labels = labels or (None if args.label_words else list(recorded.labels))
+    template = args.template or (recorded.template if recorded is not None else None)
+    if not args.data_file:
+        name = args.task or (recorded.name if recorded is not None else DEFAULT_TASK)
+        return get_task(name, template=template, label_words=words, labels=labels)
+    if template is None or words is None:
+        raise ValueError(
+            f"--data-file {args.data_file} needs --template (with {{text}}) and --label-words (one per class), "
+            "e.g. --template '{text}\\nSentiment:' --label-words ' bad, good'."
+        )
+    name = args.task or (recorded.name if recorded is not None else Path(args.data_file).stem)
+    return get_task(
+        name,
+        template=template,
+        label_words=words,
+        labels=labels,
+        data=args.data_file,
+        text_column=args.text_column,
+        label_column=args.label_column,
+        text_pair_column=args.text_pair_column,
+        lang_column=args.lang_column,
+        split_column=args.split_column,
+        id_column=args.id_column,
+        seed=0,
+    )
 
 
 def task_for_checkpoint(args: argparse.Namespace, checkpoint: str) -> Task:
@@ -89,9 +138,10 @@ def task_for_checkpoint(args: argparse.Namespace, checkpoint: str) -> Task:
 
     A checkpoint records its task, template and label words; reading them back keeps every step
     of a pipeline on the same prompt format. A `--task` other than the recorded one is refused
-    (the checkpoint's label readout was trained for its own labels). `--template` and
-    `--label-words` take precedence, with a warning naming what the checkpoint was trained with.
-    A model that records no task (a pretrained model, an HF directory) uses the flags.
+    (the checkpoint's label readout was trained for its own labels). `--template`, `--label-words`
+    and `--labels` take precedence, with a warning naming what the checkpoint was trained with;
+    `--data-file` gives the examples of your own task. A model that records no task (a pretrained
+    model, an HF directory) uses the flags.
     """
     from circuit_transfer.models.checkpoint import is_checkpoint_dir
     from circuit_transfer.proxy import task_of_checkpoint
@@ -108,16 +158,11 @@ def task_for_checkpoint(args: argparse.Namespace, checkpoint: str) -> Task:
             f"{recorded.name}'s labels ({', '.join(recorded.labels)}). Drop --task {args.task}, or use a "
             f"checkpoint trained on {args.task} (`circuit-transfer prepare-proxy --task {args.task}`)."
         )
-    if not (args.template or args.label_words):
-        return recorded
-    task = get_task(
-        recorded.name,
-        template=args.template or recorded.template,
-        label_words=args.label_words.split(",") if args.label_words else recorded.label_words,
-    )
+    task = task_from_args(args, recorded)
     for flag, mine, theirs in (
         ("--label-words", task.label_words, recorded.label_words),
         ("--template", task.template, recorded.template),
+        ("--labels", task.labels, recorded.labels),
     ):
         if mine != theirs:
             print(
@@ -175,3 +220,16 @@ def check_out_dir(path: str, overwrite: bool, what: str, owns) -> None:
                 f"--out {out} already holds a {what}: pass --overwrite to replace it, or choose another --out."
             )
     _writable_parent(out / "x")
+
+
+def default_lang(task: Task, lang: str | None, builtin_default: str = "ind") -> str:
+    """`lang` checked against the task, or the default: `builtin_default` for a built-in task, the only
+    language of your own data (a choice is needed when it has several)."""
+    if lang is not None:
+        return task.normalise_lang(lang)
+    if task.data is None:
+        return task.normalise_lang(builtin_default)
+    langs = task.languages()
+    if len(langs) > 1:
+        raise ValueError(f"The data has the languages {', '.join(langs)}: choose one with --lang.")
+    return langs[0]

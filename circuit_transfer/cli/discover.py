@@ -16,6 +16,7 @@ from circuit_transfer.cli.common import (
     add_overwrite_arg,
     add_task_args,
     check_out_file,
+    default_lang,
     positive_int,
     task_for_checkpoint,
 )
@@ -42,7 +43,10 @@ def register(subparsers) -> None:
     )
     add_task_args(p)
     p.add_argument("--model", required=True, help="checkpoint directory (or any load_model spec)")
-    p.add_argument("--lang", default="ind", help="language of the discovery set (default: ind)")
+    p.add_argument(
+        "--lang",
+        help="language of the discovery set (default: ind; with --data-file, the data's only language)",
+    )
     p.add_argument("--k", type=_k, help="heads to select: a count (12) or a fraction of all heads (0.1)")
     p.add_argument("--selection", choices=SELECTIONS, default="top-k")
     p.add_argument("--threshold", type=float, help="score threshold for --selection threshold")
@@ -52,7 +56,9 @@ def register(subparsers) -> None:
     p.add_argument(
         "--n-examples", type=positive_int, default=24, help="discovery examples per class (default 24)"
     )
-    p.add_argument("--split", help="split to sample the discovery set from (default: valid; XNLI: dev)")
+    p.add_argument(
+        "--split", help="split to sample the discovery set from (default: valid; XNLI: dev; own data: valid)"
+    )
     p.add_argument("--estimator", choices=ESTIMATORS, default="cdt")
     p.add_argument(
         "--stabilize",
@@ -85,16 +91,15 @@ def register(subparsers) -> None:
 
 
 def run_discover(args: argparse.Namespace) -> int:
-    from circuit_transfer.data import load_split, normalise_lang
     from circuit_transfer.discovery import discover, faithfulness
     from circuit_transfer.models import load_model
     from circuit_transfer.tasks import balanced_sample
 
     check_out_file(args.out, args.overwrite)
     task = task_for_checkpoint(args, args.model)
-    lang = normalise_lang(task.name, args.lang)
-    split = args.split or DISCOVERY_SPLIT[task.name]
-    pool = load_split(task.name, lang, split, args.data_dir)
+    lang = default_lang(task, args.lang)
+    split = args.split or (DISCOVERY_SPLIT[task.name] if task.data is None else "valid")
+    pool = task.examples(lang, split, args.data_dir)
     examples = balanced_sample(pool, args.n_examples, seed=args.seed, n_labels=task.n_labels)
     model = load_model(args.model)
     common = dict(

@@ -9,11 +9,11 @@ from circuit_transfer.cli.common import (
     add_task_args,
     check_out_dir,
     check_out_file,
+    default_lang,
     positive_int,
     task_for_checkpoint,
     task_from_args,
 )
-from circuit_transfer.data import languages, load_split, normalise_lang
 from circuit_transfer.io import atomic_write_json
 from circuit_transfer.table import markdown_table
 
@@ -26,7 +26,9 @@ def register(subparsers) -> None:
         "label-word readout, keep the epoch with the best valid accuracy, save a checkpoint directory.",
     )
     add_task_args(p)
-    p.add_argument("--lang", default="ind", help="proxy language code (default: ind)")
+    p.add_argument(
+        "--lang", help="proxy language code (default: ind; with --data-file, the data's only language)"
+    )
     p.add_argument(
         "--model",
         default="tiny",
@@ -74,7 +76,7 @@ def run_prepare_proxy(args: argparse.Namespace) -> int:
 
     check_out_dir(args.out, args.overwrite, "checkpoint", is_checkpoint_dir)
     task = task_from_args(args)
-    lang = normalise_lang(task.name, args.lang)
+    lang = default_lang(task, args.lang)
     config = TINY_TRAIN if args.model == "tiny" else PRETRAINED_TRAIN
     config = replace(config, seed=args.seed, batch_size=args.batch_size, max_len=args.max_len)
     if args.epochs:
@@ -110,14 +112,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     check_out_file(args.out, args.overwrite)
     task = task_for_checkpoint(args, args.model)
     langs = (
-        languages(task.name)
-        if args.langs == "all"
-        else [normalise_lang(task.name, x) for x in args.langs.split(",")]
+        task.languages() if args.langs == "all" else [task.normalise_lang(x) for x in args.langs.split(",")]
     )
+    examples_by_lang = {lang: task.examples(lang, args.split, args.data_dir) for lang in langs}
     model = load_model(args.model)
     rows = []
-    for lang in langs:
-        examples = load_split(task.name, lang, args.split, args.data_dir)
+    for lang, examples in examples_by_lang.items():
         result = evaluate(model, task, examples, args.batch_size, args.max_len, progress=lang)
         rows.append({"lang": lang, **result.to_dict()})
     print(markdown_table(rows, ["lang", "accuracy", "macro_f1", "n", "predicted_counts"]))

@@ -57,7 +57,6 @@ def register(subparsers) -> None:
 
 
 def run_transfer(args: argparse.Namespace) -> int:
-    from circuit_transfer.data import normalise_lang
     from circuit_transfer.discovery import Circuit
     from circuit_transfer.masking import MaskPolicy
     from circuit_transfer.transfer import TRANSFER_TRAIN, TransferSpec, is_run_dir, transfer
@@ -71,10 +70,10 @@ def run_transfer(args: argparse.Namespace) -> int:
     config = replace(config, optim=replace(config.optim, **optim_changes))
     spec = TransferSpec(
         method=args.method,
-        target=normalise_lang(task.name, args.target),
+        target=task.normalise_lang(args.target),
         n_train=args.n_train,
         seed=args.seed,
-        retention_langs=tuple(normalise_lang(task.name, x) for x in args.retention.split(",") if x),
+        retention_langs=tuple(task.normalise_lang(x) for x in args.retention.split(",") if x),
         n_test=args.n_test,
         n_valid=args.n_valid,
         config=config,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float, Int
@@ -37,7 +37,7 @@ from torch import Tensor
 from circuit_transfer.choices import BASELINE_KINDS
 from circuit_transfer.data import Example
 from circuit_transfer.models.backend import Model
-from circuit_transfer.readout import TaskBatch, encode
+from circuit_transfer.readout import NO_TOKENIZER, TaskBatch, encode
 from circuit_transfer.tasks import Task
 
 Positions = Literal["pooled", "from-end"]
@@ -79,20 +79,29 @@ def batches_for(
         same_length: every batch holds prompts of one length only (needed to give the CD-T
             engine a from-end baseline aligned to token positions).
     """
+    check_discovery_set(model, task, examples)
     if isinstance(examples, TaskBatch):
         examples = [examples]
-    if len(examples) == 0:
-        raise ValueError("The discovery set is empty: give at least one example of every label.")
     if isinstance(examples[0], TaskBatch):
         if not same_length:
             return [b for b in examples]
         return [sb for b in examples for sb in _split(b, batch_size, same_length=True)]
+    whole = encode(model.tokenizer, task, list(examples), max_len=max_len)
+    return _split(whole, batch_size, same_length)
+
+
+def check_discovery_set(model: Model, task: Task | None, examples: Sequence[Any] | TaskBatch) -> None:
+    """Refuse a discovery set that cannot be encoded, before any compute: empty, Examples without a
+    task or a tokenizer, or items that are not labelled `Example`s (plain strings have no label)."""
+    if isinstance(examples, TaskBatch) or (len(examples) and all(isinstance(b, TaskBatch) for b in examples)):
+        return
+    if len(examples) == 0:
+        raise ValueError("The discovery set is empty: give at least one example of every label.")
     if task is None:
         raise ValueError("Encoding Examples needs a Task (or pass encoded TaskBatch objects).")
     if getattr(model, "tokenizer", None) is None:
-        raise ValueError("The model has no tokenizer: pass encoded TaskBatch objects instead of Examples.")
-    whole = encode(model.tokenizer, task, list(examples), max_len=max_len)
-    return _split(whole, batch_size, same_length)
+        raise ValueError(NO_TOKENIZER)
+    task.check_examples(examples)
 
 
 def _split(batch: TaskBatch, batch_size: int, same_length: bool) -> list[TaskBatch]:

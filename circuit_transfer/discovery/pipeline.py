@@ -7,7 +7,13 @@ from typing import Any
 from torch import Tensor
 
 from circuit_transfer.choices import SELECTIONS
-from circuit_transfer.discovery.baseline import Baseline, Examples, Positions, make_baseline
+from circuit_transfer.discovery.baseline import (
+    Baseline,
+    Examples,
+    Positions,
+    check_discovery_set,
+    make_baseline,
+)
 from circuit_transfer.discovery.circuit import Circuit
 from circuit_transfer.discovery.relevance import Estimator, HeadScores, Score, head_relevance
 from circuit_transfer.discovery.selection import (
@@ -58,6 +64,7 @@ def discover(
             `head_relevance`); use it on deep gated models.
         progress: a progress bar over the relevance batches (tqdm, on stderr).
     """
+    check_discovery_set(model, task, examples)
     if selection not in SELECTIONS:
         raise ValueError(f"Unknown selection {selection!r}: use one of {', '.join(SELECTIONS)}.")
     if selection != "threshold" and k is None:

@@ -38,6 +38,7 @@ from circuit_transfer.models.backend import HookedTransformer, HookedTransformer
 from circuit_transfer.models.bridge import BACKENDS, bridge_from_hf, hf_param_name, hf_state_dict, is_bridge
 from circuit_transfer.models.hf_convert import hooked_from_hf
 from circuit_transfer.models.tokenizer import attach_tokenizer
+from circuit_transfer.tasks import Task
 
 MARKER = "circuit_transfer.json"
 WEIGHTS = "weights.safetensors"
@@ -108,22 +109,40 @@ def save_checkpoint(
     out_dir: str | os.PathLike,
     metadata: dict[str, Any] | None = None,
     overwrite: bool = True,
+    task: Task | None = None,
+    lang: str | None = None,
 ) -> Path:
     """Save `model` (weights, config, tokenizer) and `metadata` as a checkpoint directory.
 
+    Two metadata entries are read back by later steps, as defaults for what they are not told:
+    - `"task"`: the prompt format, `Task.to_dict()` (name, labels, template, label words), read
+      by `proxy.task_of_checkpoint` (discover, evaluate and transfer use it unless given a task);
+    - `"lang"`: the language the model is competent in (the proxy language), which `transfer`
+      measures forgetting on unless given `proxy_lang=`.
+    Pass them as `task=` and `lang=`; everything else in `metadata` is kept for the record only.
+
     Args:
-        metadata: JSON-serialisable facts to keep with the weights (task, language, training
-            figures, ...); `read_checkpoint_metadata` returns it.
+        metadata: JSON-serialisable facts to keep with the weights (training figures, ...);
+            `read_checkpoint_metadata` returns it.
         overwrite: replace an existing checkpoint at `out_dir`. A directory that is not one of
             our checkpoints is never replaced.
+        task: the task the model was trained on, recorded as `metadata["task"]`.
+        lang: its language, recorded as `metadata["lang"]`.
 
     Returns:
         The checkpoint directory.
     """
     if model.tokenizer is None:
-        raise ValueError("save_checkpoint needs a model with a tokenizer (model.tokenizer is None)")
+        raise ValueError(
+            "save_checkpoint needs a model with a tokenizer (model.tokenizer is None): attach one with "
+            "`circuit_transfer.models.attach_tokenizer(model, tokenizer)`."
+        )
     out = Path(out_dir)
     metadata = dict(metadata or {})
+    if task is not None:
+        metadata["task"] = task.to_dict()
+    if lang is not None:
+        metadata["lang"] = lang
     json.dumps(metadata)
     if out.exists():
         if not overwrite:
