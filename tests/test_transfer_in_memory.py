@@ -111,8 +111,8 @@ def test_transfer_in_memory_leaves_the_model_unchanged_and_its_delta_reproduces_
     assert evaluate(fresh, task, task.examples("ind", "test")).to_dict() == record["after"]["ind"]
     written = read_json(tmp_path / "run" / "result.json")
     assert written == json.loads(json.dumps(record))
-    for r in (again, written):
-        r.pop("wall_time_s")
+    for r in (again, written):  # the in-place run wrote no files, so it names no predictions file
+        r.pop("wall_time_s"), r["predictions"].pop("file")
     assert json.loads(json.dumps(again)) == written
 
 
@@ -123,8 +123,16 @@ def test_in_memory_and_checkpoint_runs_give_the_same_record_and_files(proxy, tas
     for record in (from_dir, in_memory):
         record.pop("wall_time_s"), record.pop("proxy")
     assert from_dir == in_memory
-    assert sorted(p.name for p in (tmp_path / "dir").iterdir()) == ["delta.safetensors", "result.json"]
-    assert sorted(p.name for p in (tmp_path / "mem").iterdir()) == ["delta.safetensors", "result.json"]
+    assert sorted(p.name for p in (tmp_path / "dir").iterdir()) == [
+        "delta.safetensors",
+        "predictions.npz",
+        "result.json",
+    ]
+    assert sorted(p.name for p in (tmp_path / "mem").iterdir()) == [
+        "delta.safetensors",
+        "predictions.npz",
+        "result.json",
+    ]
     a, b = (
         load_delta(tmp_path / "dir" / "delta.safetensors")[0],
         load_delta(tmp_path / "mem" / "delta.safetensors")[0],
