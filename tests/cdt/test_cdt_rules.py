@@ -25,6 +25,21 @@ def test_stability_rule_gives_the_sum_to_the_larger_part():
     assert torch.equal(out, torch.tensor([1.0, 0.0, 3.0, -4.0]))
 
 
+def test_stability_rule_equals_its_definition_on_random_parts():
+    """The clip form equals the rule as written (opposite signs: the larger part takes the sum),
+    bit for bit, on random parts of mixed signs and magnitudes, with full broadcast over sources."""
+    g = torch.Generator().manual_seed(0)
+    beta = torch.randn(5, 7, 300, generator=g) * torch.rand(5, 7, 300, generator=g).mul(6).exp()
+    full = torch.randn(7, 300, generator=g) * 3
+    full_b = full.expand_as(beta)
+    gamma = full_b - beta
+    larger = torch.where(beta.abs() > gamma.abs(), full_b, torch.zeros_like(full_b))
+    expected = torch.where(beta * gamma < 0, larger, beta)
+    assert (beta * gamma < 0).float().mean() > 0.2  # the rule acts on many entries
+    assert torch.equal(stabilize_signs(beta, full), expected)
+    assert torch.equal(stabilize_signs(beta, full_b), expected)
+
+
 def test_masked_softmax_gives_zero_rows_where_every_key_is_masked():
     scores = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
     mask = torch.tensor([[True, False], [False, False]])
