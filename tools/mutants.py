@@ -137,8 +137,8 @@ MUTANTS: list[Mutant] = [
     M(
         "train-subset-seed-ignored",
         "circuit_transfer/transfer.py",
-        "stratified_subset(train_pool, spec.n_train, spec.seed, task.n_labels)",
-        "stratified_subset(train_pool, spec.n_train, 0, task.n_labels)",
+        "stratified_subset(train, spec.n_train, spec.seed, task.n_labels)",
+        "stratified_subset(train, spec.n_train, 0, task.n_labels)",
         TRANSFER,
     ),
     # ---- optim.py
