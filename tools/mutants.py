@@ -339,8 +339,8 @@ MUTANTS: list[Mutant] = [
     M(
         "stabilize-smaller-wins",
         "circuit_transfer/cdt/rules.py",
-        "torch.where(beta.abs() > gamma.abs(), full,",
-        "torch.where(beta.abs() < gamma.abs(), full,",
+        "torch.clamp(full, min=beta.clamp(max=0), max=beta.clamp(min=0))",
+        "torch.clamp(full, min=beta.clamp(max=0), max=full.clamp(min=0))",
         CDT,
     ),
     M(
