@@ -22,6 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from circuit_transfer.choices import ESTIMATORS
 from circuit_transfer.io import atomic_write_json, atomic_write_text, read_json
 from circuit_transfer.statistics import ci95, paired_bootstrap, spearman_permutation_p, spearman_rho, t975
 from circuit_transfer.table import markdown_table
@@ -178,7 +179,10 @@ def common_parser(description: str, *, model: str = "smollm2-135m") -> argparse.
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--discovery-per-class", type=int, default=None, help="discovery examples per label")
     p.add_argument(
-        "--estimator", default="cdt", choices=("cdt", "attribution"), help="head relevance estimator"
+        "--estimator",
+        default="cdt",
+        choices=ESTIMATORS,
+        help="head relevance estimator (ablation: exact mean-ablation patching, one forward per head)",
     )
     p.add_argument(
         "--stabilize",

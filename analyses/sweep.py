@@ -13,6 +13,7 @@ The summary (`summary.json`) and tables (`table.md`) are rebuilt from records.js
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,11 +32,15 @@ from common import (
     jsonable,
     k_heads,
     paired,
+    paired_bootstrap,
     run_cached,
     write_table,
 )
 
-from circuit_transfer.io import atomic_write_json, atomic_write_text, read_json
+from circuit_transfer.evaluate import degenerate_readout, load_predictions
+from circuit_transfer.io import atomic_write, atomic_write_json, atomic_write_text, read_json
+from circuit_transfer.statistics import holm
+from circuit_transfer.transfer import PREDICTIONS
 
 K_METHODS = ("ct-sft", "near-zero", "random")
 METHOD_ORDER = ("zero-shot", "full", "ct-sft", "near-zero", "random", "ln-only")
@@ -56,6 +61,17 @@ def build_parser(name: str, defaults: dict[str, Any], quick: dict[str, Any]):
     p.add_argument("--n-valid", type=int, default=None, help="valid sentences that select the epoch (fixed)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--lr", type=float, default=None, help="peak learning rate, the same for every method")
+    p.add_argument(
+        "--lr-from",
+        type=Path,
+        default=None,
+        help="selection.json of analyses/lr_selection.py: each method's own learning rate (else --lr)",
+    )
+    p.add_argument(
+        "--exclude-epoch0",
+        action="store_true",
+        help="epoch 0 (the unchanged proxy) is not an epoch-selection candidate (the second round's rule)",
+    )
     p.add_argument("--retention", nargs="*", default=None, help="untouched languages evaluated before/after")
     p.epilog = f"Full-mode defaults: {defaults}. Quick-mode defaults: {quick}."
     return p
@@ -76,7 +92,34 @@ def settings_from(args, defaults: dict[str, Any], quick: dict[str, Any]) -> dict
             base[n] = value
     base["estimator"] = args.estimator
     base["stabilize"] = args.stabilize
+    if getattr(args, "exclude_epoch0", False):
+        base["start_is_candidate"] = False
+    if getattr(args, "lr_from", None) is not None:
+        base["lr_by_method"] = chosen_lrs(args.lr_from)
     return base
+
+
+def chosen_lrs(path: Path) -> dict[str, dict[str, float]]:
+    """{proxy_lang: {method: lr}} from a selection.json of analyses/lr_selection.py."""
+    if not Path(path).exists():
+        raise SystemExit(f"--lr-from {path}: no such file; run analyses/lr_selection.py first.")
+    chosen = read_json(path).get("chosen")
+    if not chosen:
+        raise SystemExit(f"--lr-from {path}: holds no 'chosen' learning rates (not a selection.json?).")
+    return {pl: {m: c["lr"] for m, c in methods.items()} for pl, methods in chosen.items()}
+
+
+def lr_for(cell: dict, s: dict) -> float | None:
+    """The learning rate of a cell: its own (a selection grid), the method's chosen one, or --lr."""
+    if cell.get("lr") is not None:
+        return cell["lr"]
+    by_method = s.get("lr_by_method", {}).get(cell["proxy_lang"], {})
+    if s.get("lr_by_method") and cell["method"] not in by_method and cell["method"] != "zero-shot":
+        raise SystemExit(
+            f"--lr-from names no learning rate for {cell['method']} with proxy {cell['proxy_lang']}: "
+            "run the selection for that method too."
+        )
+    return by_method.get(cell["method"], s.get("lr"))
 
 
 def cell_dir(root: Path, proxy_lang: str, target: str, method: str, k: float | None, n_train: int, seed: int):
@@ -153,6 +196,7 @@ def run_sweep(
                 d, p, f, task, c, ci, s, args, before_cache(work, p, f, s)
             ),
         )
+        check_settings(run_dir, record, cell, s)
         if record.get("proxy_fingerprint", fingerprint) != fingerprint:
             raise SystemExit(
                 f"{run_dir} was run from another checkpoint than {proxy} (weights fingerprint "
@@ -164,6 +208,28 @@ def run_sweep(
         write_outputs(out, name, anchors, anchor)
     manifest.finish()
     return write_outputs(out, name, anchors, anchor)
+
+
+def check_settings(run_dir: Path, record: dict, cell: dict, s: dict) -> None:
+    """A resumed run must have been trained with this sweep's learning rate and epoch-0 rule."""
+    from circuit_transfer.transfer import TRANSFER_TRAIN
+
+    if cell["method"] == "zero-shot":
+        return
+    config = record.get("train_config", {})
+    want = {
+        "lr": lr_for(cell, s) or TRANSFER_TRAIN.optim.lr,
+        "start_is_candidate": s.get("start_is_candidate", True),
+    }
+    have = {
+        "lr": config.get("optim", {}).get("lr"),
+        "start_is_candidate": config.get("start_is_candidate", True),
+    }
+    if have != want:
+        raise SystemExit(
+            f"{run_dir} was trained with {have}, this sweep asks for {want}: give this sweep its own --work "
+            "and --out (or delete that run folder)."
+        )
 
 
 def circuit_for(out: Path, proxy: Path, task, cell: dict, s: dict, data_dir):
@@ -190,13 +256,18 @@ def circuit_for(out: Path, proxy: Path, task, cell: dict, s: dict, data_dir):
 def one_run(
     run_dir: Path, proxy: Path, fingerprint: str, task, cell: dict, circuit, s: dict, args, known: Path
 ) -> dict:
-    from circuit_transfer.evaluate import load_predictions
     from circuit_transfer.train import TrainConfig
-    from circuit_transfer.transfer import PREDICTIONS, TRANSFER_TRAIN, TransferSpec, transfer
+    from circuit_transfer.transfer import TRANSFER_TRAIN, TransferSpec, transfer
 
-    optim = replace(TRANSFER_TRAIN.optim, lr=s["lr"]) if s.get("lr") else TRANSFER_TRAIN.optim
+    lr = lr_for(cell, s)
+    optim = replace(TRANSFER_TRAIN.optim, lr=lr) if lr else TRANSFER_TRAIN.optim
     config = TrainConfig(
-        epochs=s["epochs"], batch_size=s["batch_size"], max_len=s["max_len"], seed=cell["seed"], optim=optim
+        epochs=s["epochs"],
+        batch_size=s["batch_size"],
+        max_len=s["max_len"],
+        seed=cell["seed"],
+        start_is_candidate=s.get("start_is_candidate", True),
+        optim=optim,
     )
     spec = TransferSpec(
         method=cell["method"],
@@ -244,9 +315,17 @@ def collect(work: Path, out: Path) -> list[dict]:
         rec["_path"] = str(path.parent.relative_to(work / "runs"))
         rec.pop("circuit", None)  # the heads are kept in "heads"; scores are in circuits/
         merged[rec["_path"]] = rec
+        source, kept = path.parent / PREDICTIONS, predictions_path(out, rec)
+        if source.exists() and (not kept.exists() or kept.stat().st_mtime_ns < source.stat().st_mtime_ns):
+            atomic_write(kept, lambda tmp, source=source: shutil.copyfile(source, tmp))
     records = [merged[k] for k in sorted(merged)]
     atomic_write_json(out / "records.json", records)
     return records
+
+
+def predictions_path(out: Path, record: dict) -> Path:
+    """Where a run's per-item predictions are kept in the results folder (small, committable)."""
+    return out / "predictions" / (record["_path"].replace("/", "__") + ".npz")
 
 
 def load_records(out: Path) -> list[dict]:
@@ -272,6 +351,15 @@ def metrics_for(records: list[dict]) -> dict:
         "wall_time_s": lambda r: r["wall_time_s"],
         # epoch selection on target valid kept the unchanged proxy (epoch 0): the run changed nothing
         "kept_start": lambda r: None if r["method"] == "zero-shot" else float(r.get("best_epoch") == 0),
+        # epoch 0 scored at least as well on target valid as the best trained epoch (whether or not it
+        # was a candidate): how often training did not help on valid
+        "start_would_win": lambda r: (
+            None
+            if r["method"] == "zero-shot" or not r.get("curve")
+            else float(
+                r["curve"][0]["valid_accuracy"] >= max(row["valid_accuracy"] for row in r["curve"][1:])
+            )
+        ),
     }
     for lang in retention_langs(records):
         metrics[f"{lang}_after"] = lambda r, lang=lang: r["after"].get(lang, {}).get("accuracy")
@@ -301,9 +389,12 @@ def summarise(out: Path) -> dict:
     proxies = {}
     for r in records:
         proxies.setdefault(r["proxy_lang"], {"proxy": r["proxy"], "before": r["before"][r["proxy_lang"]]})
+    readouts = readout_checks(records)
     return {
         "rows": rows,
         "contrasts": contrasts(records),
+        "preregistered": preregistered(out, records, readouts),
+        "readouts": readouts,
         "proxies": proxies,
         "retention_langs": retention_langs(records),
         "n_runs": len(records),
@@ -334,6 +425,92 @@ def contrasts(records: list[dict]) -> list[dict]:
         )
     )
     return out
+
+
+PREREGISTERED_OTHERS = ("full", "near-zero", "random")
+
+
+def readout_checks(records: list[dict]) -> dict[str, dict]:
+    """Per proxy and language, whether the unchanged proxy's readout is usable for retention."""
+    out: dict[str, dict] = {}
+    for r in records:
+        for lang, scores in r["before"].items():
+            key = f"{r['proxy_lang']}/{lang}"
+            if key not in out:
+                reason = degenerate_readout(scores["predicted_counts"])
+                out[key] = {"predicted_counts": scores["predicted_counts"], "degenerate": reason}
+    return dict(sorted(out.items()))
+
+
+def _correct(out: Path, record: dict, name: str):
+    """Per-item 0/1 correctness and item ids of one prediction set of a run (None if not stored)."""
+    path = predictions_path(out, record)
+    if not path.exists():
+        return None
+    items = load_predictions(path).get(name)
+    return None if items is None else (items.correct.numpy(), items.ids)
+
+
+def preregistered(out: Path, records: list[dict], readouts: dict[str, dict]) -> dict:
+    """The pre-registered family (analyses/README.md): in every cell (proxy, target, n_train, k),
+    CT-SFT minus full, near-zero and random on target accuracy, and on forgetting in every usable
+    retention language (the proxy language and the extra ones, unless the proxy's readout there is
+    degenerate: those are listed as excluded). Each contrast is a paired bootstrap over test items
+    (the same resample for every seed both methods ran); Holm's correction runs over the family."""
+    index = {
+        (r["proxy_lang"], r["target"], r["method"], r.get("k_fraction"), r["data"]["n_train"], r["seed"]): r
+        for r in records
+    }
+    cells = sorted({(pl, tg, n, k) for (pl, tg, m, k, n, _) in index if m == "ct-sft"}, key=str)
+    family: list[dict] = []
+    for pl, tg, n, k in cells:
+        seeds = sorted(
+            s for (p2, t2, m2, k2, n2, s) in index if (p2, t2, m2, k2, n2) == (pl, tg, "ct-sft", k, n)
+        )
+        langs = [tg] + [lang for lang in index[(pl, tg, "ct-sft", k, n, seeds[0])]["before"] if lang != tg]
+        for other in PREREGISTERED_OTHERS:
+            for lang in langs:
+                entry = {
+                    "cell": [pl, tg, n, k],
+                    "versus": other,
+                    "measure": "target accuracy" if lang == tg else "forgetting",
+                    "language": lang,
+                }
+                degenerate = readouts.get(f"{pl}/{lang}", {}).get("degenerate")
+                if lang != tg and degenerate:
+                    entry["excluded"] = f"degenerate readout: {degenerate}"
+                else:
+                    entry.update(_item_contrast(out, index, (pl, tg, n, k), other, lang, seeds))
+                family.append(entry)
+    tested = [i for i, e in enumerate(family) if "excluded" not in e]
+    adjusted = holm({str(i): family[i].get("bootstrap", {}).get("p") for i in tested})
+    for i in tested:
+        family[i]["p_holm"] = adjusted[str(i)]
+    return {"family_size": len(tested), "contrasts": family}
+
+
+def _item_contrast(out: Path, index: dict, cell: tuple, other: str, lang: str, seeds: list[int]) -> dict:
+    """CT-SFT minus `other` on one language's per-item correctness after transfer, over shared seeds.
+
+    On the target: accuracy(ct-sft) - accuracy(other). On a retention language: drop(ct-sft) -
+    drop(other) = after(other) - after(ct-sft), the 'before' model and items being the same."""
+    pl, tg, n, k = cell
+    ct_rows, other_rows, used = [], [], []
+    for seed in seeds:
+        rb = index.get((pl, tg, other, k, n, seed)) or index.get((pl, tg, other, None, n, seed))
+        a = _correct(out, index[(pl, tg, "ct-sft", k, n, seed)], f"after/{lang}")
+        b = None if rb is None else _correct(out, rb, f"after/{lang}")
+        if a is None or b is None:
+            continue
+        if a[1] != b[1]:
+            raise SystemExit(f"{pl}->{tg} seed {seed}: ct-sft and {other} were tested on other {lang} items")
+        ct_rows.append(a[0])
+        other_rows.append(b[0])
+        used.append(seed)
+    if not used:
+        return {}
+    boot = paired_bootstrap(ct_rows, other_rows) if lang == tg else paired_bootstrap(other_rows, ct_rows)
+    return {"bootstrap": boot, "seeds": used}
 
 
 def write_outputs(out: Path, name: str, anchors: list[str], anchor=None) -> dict:
@@ -371,6 +548,10 @@ def render(out: Path, name: str, summary: dict, anchors: list[str], anchor=None)
         row["kept proxy (runs)"] = (
             "-" if not kept.get("n") else f"{round(kept['mean'] * kept['n'])}/{kept['n']}"
         )
+        wins = r.get("start_would_win", {})
+        row["epoch 0 >= best (runs)"] = (
+            "-" if not wins.get("n") else f"{round(wins['mean'] * wins['n'])}/{wins['n']}"
+        )
         row["s/run"] = f"{r['wall_time_s']['mean']:.0f}"
         rows.append(row)
     columns = list(rows[0]) if rows else []
@@ -385,6 +566,10 @@ def render(out: Path, name: str, summary: dict, anchors: list[str], anchor=None)
             "resolved": "yes" if c["resolved"] else "no",
         }
         for c in summary.get("contrasts", [])
+    ]
+    prereg_rows = [_prereg_row(c) for c in summary.get("preregistered", {}).get("contrasts", [])]
+    degenerate = [
+        f"{key} ({r['degenerate']})" for key, r in summary.get("readouts", {}).items() if r["degenerate"]
     ]
     proxy_rows = [
         {
@@ -403,7 +588,9 @@ def render(out: Path, name: str, summary: dict, anchors: list[str], anchor=None)
         "With 200 test sentences the standard error of one accuracy is about ±3.5 points: differences "
         "smaller than that are not resolved by one run.",
         "'kept proxy (runs)': runs in which selecting the epoch on target valid kept epoch 0, the unchanged "
-        "proxy (training only made target valid worse), so the run equals zero-shot.",
+        "proxy (training only made target valid worse), so the run equals zero-shot. 'epoch 0 >= best': runs "
+        "in which the unchanged proxy scored at least as well on target valid as the best trained epoch, "
+        "whether or not epoch 0 was a candidate (--exclude-epoch0 makes it none).",
         "Paired contrasts: per seed, CT-SFT's target accuracy minus the other method's on the same training "
         "subset (zero-shot: the one deterministic run); 'resolved' = the 95% interval excludes 0.",
         f"Runs: {summary['n_runs']} records in records.json.",
@@ -420,9 +607,50 @@ def render(out: Path, name: str, summary: dict, anchors: list[str], anchor=None)
                 contrast_rows,
                 list(contrast_rows[0]) if contrast_rows else [],
             ),
+            (
+                "Pre-registered contrasts (paired bootstrap over test items, Holm over the family)",
+                prereg_rows,
+                list(prereg_rows[0]) if prereg_rows else [],
+            ),
         ],
-        notes,
+        notes
+        + [
+            "Pre-registered family (analyses/README.md): CT-SFT minus full, near-zero and random, on target "
+            "accuracy and on forgetting (drop minus drop: negative = CT-SFT forgets less), per cell. 95% "
+            "percentile interval of a paired bootstrap over test items (10,000 resamples, seed 0, the same "
+            "items for every seed); p two-sided; Holm-adjusted over the "
+            f"{summary.get('preregistered', {}).get('family_size', 0)} tested contrasts.",
+            "Degenerate readouts, not used for retention: "
+            + (", ".join(degenerate) if degenerate else "none")
+            + " (the proxy predicts one label for > 75% of the items, or a label for < 5%).",
+        ],
     )
+
+
+def _prereg_row(c: dict) -> dict:
+    pl, tg, n, k = c["cell"]
+    boot = c.get("bootstrap")
+    if "excluded" in c:
+        result = {"difference pts [95%]": "-", "p": "-", "p Holm": "-", "seeds": c["excluded"]}
+    elif boot is None:
+        result = {"difference pts [95%]": "-", "p": "-", "p Holm": "-", "seeds": "not run"}
+    else:
+        result = {
+            "difference pts [95%]": f"{100 * boot['difference']:+.1f} [{100 * boot['lo']:+.1f}, {100 * boot['hi']:+.1f}]",
+            "p": f"{boot['p']:.4f}",
+            "p Holm": f"{c['p_holm']:.4f}",
+            "seeds": ",".join(str(s) for s in c["seeds"]) + f" ({boot['n_items']} items)",
+        }
+    return {
+        "proxy": pl,
+        "target": tg,
+        "n_train": n,
+        "k": "-" if k is None else f"{k:g}",
+        "ct-sft minus": c["versus"],
+        "measure": c["measure"],
+        "language": c["language"],
+        **result,
+    }
 
 
 def figure_svg(summary: dict, metric: str = "target_accuracy", width: int = 640) -> str:

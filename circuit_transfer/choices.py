@@ -9,7 +9,7 @@ from __future__ import annotations
 
 BASELINE_KINDS: tuple[str, ...] = ("label-balanced", "mean", "zero")  # discovery.baseline
 SCORES: tuple[str, ...] = ("directional", "cdt-ratio")  # discovery.relevance
-ESTIMATORS: tuple[str, ...] = ("cdt", "attribution")  # discovery.relevance
+ESTIMATORS: tuple[str, ...] = ("cdt", "attribution", "ablation")  # discovery.relevance
 SELECTIONS: tuple[str, ...] = (
     "top-k",
     "threshold",

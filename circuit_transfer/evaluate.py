@@ -204,3 +204,25 @@ def load_predictions(path: str | os.PathLike) -> dict[str, ItemPredictions]:
             )
             for name in names
         }
+
+
+def degenerate_readout(
+    predicted_counts: Sequence[int], max_share: float = 0.75, min_share: float = 0.05
+) -> str | None:
+    """Why a readout is degenerate (None if it is not): one label takes most predictions, or a label is
+    (almost) never predicted.
+
+    A retention language on which the proxy answers one label for most inputs cannot show forgetting:
+    its accuracy is the share of that label, whatever the model knows (method.md §7: English NusaX
+    predicted neutral for 166 of 200; German XNLI never predicted the middle label)."""
+    total = sum(predicted_counts)
+    if total == 0:
+        return "no predictions"
+    shares = [c / total for c in predicted_counts]
+    top = max(range(len(shares)), key=shares.__getitem__)
+    if shares[top] > max_share:
+        return f"label {top} takes {predicted_counts[top]} of {total} predictions (> {max_share:.0%})"
+    rare = [i for i, share in enumerate(shares) if share < min_share]
+    if rare:
+        return f"label {rare[0]} is predicted for {predicted_counts[rare[0]]} of {total} (< {min_share:.0%})"
+    return None

@@ -29,6 +29,7 @@ from circuit_transfer.discovery.faithfulness import (
 from circuit_transfer.discovery.pipeline import discover
 from circuit_transfer.discovery.relevance import (
     HeadScores,
+    ablation_label_beta,
     attribution_label_beta,
     cdt_label_beta,
     head_name,
@@ -56,6 +57,7 @@ __all__ = [
     "TaskMetric",
     "ablated_label_logits",
     "ablated_metric",
+    "ablation_label_beta",
     "attribution_label_beta",
     "batches_for",
     "cdt_label_beta",

@@ -9,6 +9,11 @@ contributed by head s (beta_s = z_s - mu_s at every position of the prompt):
 - `estimator="attribution"`: attribution patching, the first-order approximation
   `grad_z(readout) . (z - mu)` summed over positions and d_head (one forward and one backward per
   batch for the directional score; one backward per label for the ratio).
+- `estimator="ablation"`: exact mean-ablation patching, `label_logits(x) - label_logits(x; z_s := mu_s)`:
+  head s's output is replaced by the baseline at every position and the change of the label logits
+  is its contribution (one forward per head; the heads of a layer share one batched forward). No
+  approximation, but it also counts interactions that CD-T assigns elsewhere, so the three
+  estimators agree only to first order.
 
 Scores (docs/method.md §4):
 
@@ -44,7 +49,7 @@ from circuit_transfer.readout import Margin, TaskBatch
 from circuit_transfer.tasks import Task
 
 Score = Literal["directional", "cdt-ratio"]
-Estimator = Literal["cdt", "attribution"]
+Estimator = Literal["cdt", "attribution", "ablation"]
 Head = tuple[int, int]
 
 
@@ -240,6 +245,54 @@ def attribution_label_beta(
     return torch.stack(out).float(), full.detach().float()
 
 
+def ablation_label_beta(
+    model: HookedTransformer,
+    batch: TaskBatch,
+    baseline: Baseline,
+    heads: Sequence[Head],
+    chunk_size: int | None = None,
+) -> tuple[Float[Tensor, "n_sources batch n_labels"], Float[Tensor, "batch n_labels"]]:
+    """Exact mean-ablation effect of each source head on the label logits at the readout position.
+
+    `beta[j] = full - ablated_j`, where `ablated_j` replaces head `heads[j]`'s `hook_z` by the
+    baseline mu at every position. The batch is tiled so that several heads are ablated in one
+    forward pass (`chunk_size` rows = heads x examples per pass; default: one layer's heads).
+    """
+    device = model.cfg.device
+    batch = batch.to(device)
+    n = len(batch)
+    per_pass = max(1, (chunk_size or model.cfg.n_heads * n) // n)
+    mu = baseline.per_example(batch).to(device)  # batch L H pos dh
+    with torch.no_grad():
+        full = label_logits(model(batch.tokens, attention_mask=batch.attention_mask), batch).float()
+        betas = []
+        for start in range(0, len(heads), per_pass):
+            chunk = list(heads[start : start + per_pass])
+            c = len(chunk)
+            hooks = []
+            for layer in sorted({ly for ly, _ in chunk}):
+                rows = [(j, h) for j, (ly, h) in enumerate(chunk) if ly == layer]
+
+                def patch(z, hook, layer=layer, rows=rows):
+                    z = z.clone()
+                    for j, h in rows:
+                        z[j * n : (j + 1) * n, :, h] = mu[:, layer, h].to(z.dtype)
+                    return z
+
+                hooks.append((f"blocks.{layer}.attn.hook_z", patch))
+            tiled = TaskBatch(
+                tokens=batch.tokens.repeat(c, 1),
+                attention_mask=batch.attention_mask.repeat(c, 1),
+                final_pos=batch.final_pos.repeat(c),
+                labels=batch.labels.repeat(c),
+                label_ids=batch.label_ids,
+            )
+            logits = model.run_with_hooks(tiled.tokens, attention_mask=tiled.attention_mask, fwd_hooks=hooks)
+            ablated = label_logits(logits, tiled).float().reshape(c, n, -1)
+            betas.append(full[None] - ablated)
+    return torch.cat(betas), full
+
+
 # ---------------------------------------------------------------------------------------------
 # Relevance
 
@@ -275,7 +328,7 @@ def head_relevance(
         baseline: a `Baseline`, a tensor (see `baseline.py` for shapes), or a kind name
             ("label-balanced", "mean", "zero") computed on `examples` with `positions`.
         attention: CD-T attention rule, "decomposed" or "frozen" (estimator "cdt" only).
-        chunk_size: rows (sources x examples) the CD-T engine propagates at once.
+        chunk_size: rows (sources x examples) the CD-T engine, or one ablation forward, runs at once.
         lang: language recorded in the provenance (default: the examples' languages).
         bias: CD-T bias rule, "magnitude" (shared by |W beta| / (|W beta| + |W gamma|)) or
             "irrelevant" (all biases to gamma); recorded in `extra`.
@@ -361,6 +414,9 @@ def _batch_scores(
             )
             betas.append(beta)
         beta = torch.cat(betas).reshape(cfg.n_layers, cfg.n_heads, len(batch), -1)
+    elif estimator == "ablation":
+        beta, full = ablation_label_beta(model, batch, base, heads, chunk_size)
+        beta = beta.reshape(cfg.n_layers, cfg.n_heads, len(batch), -1)
     else:
         if score == "directional":
             contrib, _ = attribution_label_beta(model, batch, base, margin=margin)
@@ -378,6 +434,7 @@ __all__ = [
     "ESTIMATORS",
     "SCORES",
     "HeadScores",
+    "ablation_label_beta",
     "attribution_label_beta",
     "cdt_label_beta",
     "head_name",

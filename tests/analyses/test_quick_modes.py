@@ -17,6 +17,7 @@ sys.path.insert(0, str(ANALYSES))
 import circuits_across_languages  # noqa: E402
 import editing_vs_preserving  # noqa: E402
 import forgetting  # noqa: E402
+import lr_selection  # noqa: E402
 import nusax_transfer  # noqa: E402
 import xnli_transfer  # noqa: E402
 
@@ -58,6 +59,18 @@ def _check_sweep(module, out: Path, argv: list[str]) -> None:
         ct["target_accuracy"]["mean"] - full["target_accuracy"]["mean"]
     )
     assert "CT-SFT against each other method (paired per seed)" in table
+
+    # per-item predictions are kept beside the records, and the pre-registered family is tested on them
+    assert len(list((out / "predictions").glob("*.npz"))) == summary["n_runs"]
+    family = summary["preregistered"]
+    tested = [c for c in family["contrasts"] if "bootstrap" in c]
+    assert tested and family["family_size"] >= len(tested)
+    for c in tested:
+        boot = c["bootstrap"]
+        assert boot["lo"] <= boot["difference"] <= boot["hi"] and c["p_holm"] >= boot["p"]
+    on_target = next(c for c in tested if c["measure"] == "target accuracy" and c["versus"] == "full")
+    assert on_target["bootstrap"]["difference"] == pytest.approx(versus_full["difference"]["mean"])
+    assert set(summary["readouts"]) and "Pre-registered contrasts" in table
 
     # the table is a function of the JSON alone
     (out / "table.md").unlink()
@@ -138,4 +151,62 @@ def test_circuits_across_languages_quick(tiny_proxy, nusax_results, tmp_path):
     circuits_across_languages.main(argv)  # cached scores: no rediscovery
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "scores").glob("*.json")} == mtimes
     circuits_across_languages.main([*argv, "--tables-only"])
+    assert (tmp_path / "table.md").read_text() == table
+
+
+def test_lr_selection_quick_and_the_sweep_that_uses_it(tiny_proxy, tmp_path):
+    argv = ["--quick", "--proxy", str(tiny_proxy), "--out", str(tmp_path), "--work", str(tmp_path / "work")]
+    data = lr_selection.main(argv)
+    chosen = data["chosen"]["ind"]
+    assert set(chosen) == {"full", "ct-sft"}
+    for method, pick in chosen.items():
+        curves = [c for c in data["curves"] if c["method"] == method]
+        assert sorted(c["lr"] for c in curves) == lr_selection.QUICK_GRID
+        assert all(c["best_epoch"] >= 1 for c in curves), "epoch 0 is not a candidate"
+        best = max(curves, key=lambda c: (c["best_valid_accuracy"], -c["lr"]))
+        assert pick["lr"] == best["lr"] and pick["mean_best_valid_accuracy"] == best["best_valid_accuracy"]
+        for c in curves:
+            assert c["best_valid_accuracy"] == max(c["valid_accuracy"][1:])
+    assert data["epoch0_would_win"]["of"] == len(data["curves"]) == 4
+    table = (tmp_path / "table.md").read_text()
+    lr_selection.main([*argv, "--tables-only"])
+    assert (tmp_path / "table.md").read_text() == table
+
+    sweep_out = tmp_path / "sweep"
+    sweep_argv = ["--quick", "--proxy", str(tiny_proxy), "--out", str(sweep_out), "--work", str(sweep_out / "work"),
+                  "--methods", "full", "ct-sft", "--lr-from", str(tmp_path / "selection.json"), "--exclude-epoch0"]  # fmt: skip
+    nusax_transfer.main(sweep_argv)
+    for record in read_json(sweep_out / "records.json"):
+        assert record["train_config"]["optim"]["lr"] == chosen[record["method"]]["lr"]
+        assert record["train_config"]["start_is_candidate"] is False and record["best_epoch"] >= 1
+    with pytest.raises(SystemExit, match="was trained with"):
+        nusax_transfer.main([a for a in sweep_argv if a != "--exclude-epoch0"])
+
+
+def test_discovery_size_quick(tiny_proxy, tmp_path):
+    import discovery_size
+
+    argv = ["--quick", "--proxy", str(tiny_proxy), "--out", str(tmp_path)]
+    data = discovery_size.main(argv)
+    rows = data["summary"]["stability"]
+    assert {(r["estimator"], r["size"]) for r in rows} == {
+        (e, n) for e in discovery_size.ESTIMATORS for n in discovery_size.QUICK["sizes"]
+    }
+    for r in data["stability"]:
+        assert 0.0 <= r["jaccard"] <= 1.0 and -1.0 <= r["spearman"] <= 1.0
+    # the two samples of a pair share no sentence, and a pair's samples differ between repeats
+    scores = tmp_path / "scores"
+    ids = {p.stem: set(read_json(p)["scores"]["extra"]["example_ids"]) for p in scores.glob("*.json")}
+    assert not ids["cdt-n12-r0-a"] & ids["cdt-n12-r0-b"] and len(ids["cdt-n12-r0-a"]) == 12
+    assert ids["cdt-n12-r0-a"] != ids["cdt-n12-r1-a"]
+    assert ids["cdt-n12-r0-a"] == ids["ablation-n12-r0-a"], "estimators are compared on the same samples"
+    assert len(data["agreement"]) == 3 * discovery_size.QUICK["repeats"]
+    for f in data["faithfulness"]:
+        assert len(f["random"]) == 3 and len(f["heads"]) == data["k"] == 2
+    assert set(data["summary"]["recommended"]) == set(discovery_size.ESTIMATORS)
+    table = (tmp_path / "table.md").read_text()
+    mtimes = {p: p.stat().st_mtime_ns for p in scores.glob("*.json")}
+    assert discovery_size.main(argv)["stability"] == data["stability"]  # cached scores: no rediscovery
+    assert {p: p.stat().st_mtime_ns for p in scores.glob("*.json")} == mtimes
+    discovery_size.main([*argv, "--tables-only"])
     assert (tmp_path / "table.md").read_text() == table

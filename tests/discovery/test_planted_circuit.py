@@ -1,4 +1,4 @@
-"""Known answer: discovery ranks the planted heads first, under both estimators."""
+"""Known answer: discovery ranks the planted heads first, under every estimator."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from circuit_transfer.discovery import (
 )
 
 
-@pytest.mark.parametrize("estimator", ["cdt", "attribution"])
+@pytest.mark.parametrize("estimator", ["cdt", "attribution", "ablation"])
 @pytest.mark.parametrize("positions", ["pooled", "from-end"])
 def test_planted_heads_rank_first(planted_model, planted_data, estimator, positions):
     scores = head_relevance(
@@ -42,8 +42,10 @@ def test_cdt_ratio_sees_the_distractor_the_direction_does_not(planted_model, pla
 def test_estimators_agree_on_a_linear_path(planted_model, planted_data):
     cdt = head_relevance(planted_model, None, planted_data, estimator="cdt")
     att = head_relevance(planted_model, None, planted_data, estimator="attribution")
-    # layer-1 heads write straight to the logits (no norm): both are exact there
+    abl = head_relevance(planted_model, None, planted_data, estimator="ablation")
+    # layer-1 heads write straight to the logits (no norm): all three are exact there
     torch.testing.assert_close(cdt.scores[1], att.scores[1], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(cdt.scores[1], abl.scores[1], atol=1e-4, rtol=1e-4)
 
 
 def test_per_layer_norm_and_max_margin(planted_model, planted_data):
