@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import nusax_transfer  # noqa: E402
 import xnli_transfer  # noqa: E402
-from common import Manifest, default_out, default_work, ensure_proxy, jsonable, run_cached, write_table  # noqa: E402
+from common import Manifest, default_out, default_work, jsonable, run_cached, write_table  # noqa: E402
 from sweep import (  # noqa: E402
     K_METHODS,
     before_cache,
@@ -36,6 +36,7 @@ from sweep import (  # noqa: E402
     cell_dir,
     circuit_for,
     collect,
+    ensure_proxies,
     load_records,
     one_run,
     settings_from,
@@ -186,14 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
             raise SystemExit(f"method {m!r} has no learning rate to select; choose from {', '.join(METHODS)}")
     task = get_task(TASKS[args.task][0])
     manifest = Manifest(out, f"analyses/{NAME}.py", argv, jsonable(s))
-    proxies = {}
-    for i, lang in enumerate(s["proxy_langs"]):
-        path = (
-            args.proxy if (args.proxy is not None and i == 0) else work / "proxies" / f"{s['model']}-{lang}"
-        )
-        proxies[lang] = ensure_proxy(
-            path, task, lang, s["model"], s.get("proxy_epochs"), data_dir=args.data_dir
-        )
+    proxies = ensure_proxies(args, s, task, work)
     for cell in plan(s):
         proxy = proxies[cell["proxy_lang"]]
         fingerprint = checkpoint_fingerprint(proxy)

@@ -172,14 +172,7 @@ def run_sweep(
             raise SystemExit(f"unknown method {m!r}; choose from {', '.join(METHOD_ORDER)}")
     task = get_task(task_name)
     manifest = Manifest(out, f"analyses/{name}.py", argv, jsonable(s))
-    proxies = {}
-    for i, lang in enumerate(s["proxy_langs"]):
-        path = (
-            args.proxy if (args.proxy is not None and i == 0) else work / "proxies" / f"{s['model']}-{lang}"
-        )
-        proxies[lang] = ensure_proxy(
-            path, task, lang, s["model"], s.get("proxy_epochs"), data_dir=args.data_dir
-        )
+    proxies = ensure_proxies(args, s, task, work)
     fingerprints = {lang: checkpoint_fingerprint(path) for lang, path in proxies.items()}
     manifest.note(proxies={k: str(v) for k, v in proxies.items()}, proxy_fingerprints=fingerprints)
     for cell in plan(s):
@@ -208,6 +201,19 @@ def run_sweep(
         write_outputs(out, name, anchors, anchor)
     manifest.finish()
     return write_outputs(out, name, anchors, anchor)
+
+
+def ensure_proxies(args, s: dict, task, work: Path) -> dict[str, Path]:
+    """The proxy checkpoint of every proxy language: `--proxy` for the first, else trained under `work`."""
+    proxies = {}
+    for i, lang in enumerate(s["proxy_langs"]):
+        path = (
+            args.proxy if (args.proxy is not None and i == 0) else work / "proxies" / f"{s['model']}-{lang}"
+        )
+        proxies[lang] = ensure_proxy(
+            path, task, lang, s["model"], s.get("proxy_epochs"), data_dir=args.data_dir
+        )
+    return proxies
 
 
 def check_settings(run_dir: Path, record: dict, cell: dict, s: dict) -> None:
@@ -620,7 +626,7 @@ def render(out: Path, name: str, summary: dict, anchors: list[str], anchor=None)
             "percentile interval of a paired bootstrap over test items (10,000 resamples, seed 0, the same "
             "items for every seed); p two-sided; Holm-adjusted over the "
             f"{summary.get('preregistered', {}).get('family_size', 0)} tested contrasts.",
-            "Degenerate readouts, not used for retention: "
+            "Degenerate readouts of the unchanged proxy (never used as retention languages): "
             + (", ".join(degenerate) if degenerate else "none")
             + " (the proxy predicts one label for > 75% of the items, or a label for < 5%).",
         ],
@@ -633,7 +639,7 @@ def _prereg_row(c: dict) -> dict:
     if "excluded" in c:
         result = {"difference pts [95%]": "-", "p": "-", "p Holm": "-", "seeds": c["excluded"]}
     elif boot is None:
-        result = {"difference pts [95%]": "-", "p": "-", "p Holm": "-", "seeds": "not run"}
+        result = {"difference pts [95%]": "-", "p": "-", "p Holm": "-", "seeds": "no per-item predictions"}
     else:
         result = {
             "difference pts [95%]": f"{100 * boot['difference']:+.1f} [{100 * boot['lo']:+.1f}, {100 * boot['hi']:+.1f}]",

@@ -213,7 +213,7 @@ def degenerate_readout(
     (almost) never predicted.
 
     A retention language on which the proxy answers one label for most inputs cannot show forgetting:
-    its accuracy is the share of that label, whatever the model knows (method.md §7: English NusaX
+    its accuracy is the share of that label, whatever the model knows (docs/method.md §7: English NusaX
     predicted neutral for 166 of 200; German XNLI never predicted the middle label)."""
     total = sum(predicted_counts)
     if total == 0:

@@ -1,0 +1,94 @@
+"""The sweeps' pre-registered family on constructed runs: signs, pairing, degenerate readouts, Holm."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
+
+from sweep import predictions_path, preregistered, readout_checks  # noqa: E402
+
+from circuit_transfer.evaluate import ItemPredictions, save_predictions  # noqa: E402
+from circuit_transfer.statistics import holm, paired_bootstrap  # noqa: E402
+
+N = 20
+IDS = tuple(f"t{i}" for i in range(N))
+BEFORE = {
+    "jav": {"predicted_counts": [7, 6, 7]},
+    "ind": {"predicted_counts": [8, 5, 7]},
+    "eng": {"predicted_counts": [18, 1, 1]},  # degenerate: one label for 90%
+}
+
+
+def _items(n_correct: int) -> ItemPredictions:
+    gold = torch.zeros(N, dtype=torch.long)
+    predicted = torch.where(torch.arange(N) < n_correct, 0, 1)
+    return ItemPredictions(IDS, gold, predicted, torch.zeros(N, 3))
+
+
+def _run(out: Path, method: str, seed: int, correct: dict[str, int]) -> dict:
+    k = 0.05 if method in ("ct-sft", "near-zero") else None
+    record = {
+        "proxy_lang": "ind", "target": "jav", "method": method, "k_fraction": k, "seed": seed,
+        "data": {"n_train": 100}, "before": BEFORE, "_path": f"ind/jav/{method}/n100/seed{seed}",
+    }  # fmt: skip
+    save_predictions(
+        predictions_path(out, record), {f"after/{lang}": _items(c) for lang, c in correct.items()}
+    )
+    return record
+
+
+def test_family_signs_exclusions_and_holm(tmp_path):
+    records = []
+    for seed in (0, 1):
+        records.append(_run(tmp_path, "ct-sft", seed, {"jav": 12 + seed, "ind": 15, "eng": 5}))
+        records.append(_run(tmp_path, "full", seed, {"jav": 8, "ind": 10, "eng": 5}))
+        records.append(_run(tmp_path, "near-zero", seed, {"jav": 12, "ind": 16, "eng": 5}))
+    readouts = readout_checks(records)
+    assert readouts["ind/eng"]["degenerate"] and not readouts["ind/ind"]["degenerate"]
+    family = preregistered(tmp_path, records, readouts)
+    by = {(c["versus"], c["language"]): c for c in family["contrasts"]}
+    assert len(by) == 9  # full, near-zero, random x jav, ind, eng
+    # target accuracy: CT-SFT (12, 13 of 20) minus full (8, 8): +0.225
+    assert by[("full", "jav")]["bootstrap"]["difference"] == pytest.approx(0.225)
+    assert by[("full", "jav")]["measure"] == "target accuracy" and by[("full", "jav")]["seeds"] == [0, 1]
+    # forgetting: drop(ct-sft) - drop(full) = after(full) - after(ct-sft) = (10 - 15) / 20: CT-SFT forgets less
+    assert by[("full", "ind")]["bootstrap"]["difference"] == pytest.approx(-0.25)
+    assert by[("near-zero", "ind")]["bootstrap"]["difference"] == pytest.approx(0.05)
+    assert by[("full", "ind")]["measure"] == "forgetting"
+    # a degenerate retention readout is excluded, a control that never ran stays in the family
+    assert all("excluded" in by[(o, "eng")] for o in ("full", "near-zero", "random"))
+    assert "bootstrap" not in by[("random", "jav")] and by[("random", "jav")]["p_holm"] is None
+    assert family["family_size"] == 6
+    # the bootstrap is the paired one over the seeds' items, and Holm runs over all six (two missing)
+    ct = [_items(12).correct.numpy(), _items(13).correct.numpy()]
+    full = [_items(8).correct.numpy()] * 2
+    assert by[("full", "jav")]["bootstrap"] == paired_bootstrap(ct, full)
+    tested = {
+        k: c["bootstrap"]["p"] if "bootstrap" in c else None for k, c in by.items() if "excluded" not in c
+    }
+    expected = holm({str(k): p for k, p in tested.items()})
+    for k in tested:
+        assert by[k]["p_holm"] == expected[str(k)]
+
+
+def test_other_items_are_refused(tmp_path):
+    ct = _run(tmp_path, "ct-sft", 0, {"jav": 12, "ind": 15})
+    full = _run(tmp_path, "full", 0, {"jav": 8, "ind": 10})
+    other = ItemPredictions(tuple(reversed(IDS)), *(_items(8).gold, _items(8).predicted, torch.zeros(N, 3)))
+    save_predictions(predictions_path(tmp_path, full), {"after/jav": other, "after/ind": _items(10)})
+    with pytest.raises(SystemExit, match="tested on other jav items"):
+        preregistered(tmp_path, [ct, full], readout_checks([ct, full]))
+
+
+def test_degenerate_readouts_of_the_first_round_are_caught():
+    from circuit_transfer.evaluate import degenerate_readout
+
+    assert "166 of 200" in degenerate_readout([14, 166, 20])  # English NusaX: neutral for 166 of 200
+    assert "label 1 is predicted for 0 of 200" in degenerate_readout([120, 0, 80])  # never the middle label
+    assert degenerate_readout([70, 60, 70]) is None
+    assert degenerate_readout([150, 40, 10]) is None  # 75% and 5% are allowed
