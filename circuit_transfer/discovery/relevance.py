@@ -246,7 +246,7 @@ def attribution_label_beta(
 
 
 def ablation_label_beta(
-    model: HookedTransformer,
+    model: Model,
     batch: TaskBatch,
     baseline: Baseline,
     heads: Sequence[Head],
@@ -264,7 +264,7 @@ def ablation_label_beta(
     per_pass = max(1, (chunk_size or model.cfg.n_heads * n) // n)
     mu = baseline.per_example(batch).to(device)  # batch L H pos dh
     with torch.no_grad():
-        full = label_logits(model(batch.tokens, attention_mask=batch.attention_mask), batch).float()
+        full = label_scores(model, batch).float()
         betas = []
         for start in range(0, len(heads), per_pass):
             chunk = list(heads[start : start + per_pass])
@@ -287,8 +287,7 @@ def ablation_label_beta(
                 labels=batch.labels.repeat(c),
                 label_ids=batch.label_ids,
             )
-            logits = model.run_with_hooks(tiled.tokens, attention_mask=tiled.attention_mask, fwd_hooks=hooks)
-            ablated = label_logits(logits, tiled).float().reshape(c, n, -1)
+            ablated = label_scores(model, tiled, fwd_hooks=hooks).float().reshape(c, n, -1)
             betas.append(full[None] - ablated)
     return torch.cat(betas), full
 
