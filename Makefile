@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export CT_DATA_DIR ?= $(shell [ -d ../shared/data ] && cd ../shared/data && pwd)
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup demo test lint bench mutants clean
+.PHONY: setup demo test test-tl4 lint bench mutants clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -25,6 +25,21 @@ demo: $(STAMP)
 ## The test suite (fast unit tests plus real-data / real-model tests).
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+## The backend-independent tests (marker `bridge`) in a second environment with TransformerLens 4.3,
+## which has no HookedTransformer: the package installs next to it, keeps it, and runs on the bridge.
+VENV_TL4 := .venv-tl4
+STAMP_TL4 := $(VENV_TL4)/.installed
+$(STAMP_TL4): pyproject.toml
+	test -x $(VENV_TL4)/bin/python || $(PY) -m venv $(VENV_TL4)
+	$(VENV_TL4)/bin/python -m pip install -q --upgrade pip
+	$(VENV_TL4)/bin/python -m pip install -q torch==2.13.0 transformer-lens==4.3.0
+	$(VENV_TL4)/bin/python -m pip install -q -e '.[dev]'
+	$(VENV_TL4)/bin/python -c "from importlib.metadata import version as v; assert v('transformer-lens') == '4.3.0', v('transformer-lens')"
+	touch $(STAMP_TL4)
+
+test-tl4: $(STAMP_TL4)
+	$(VENV_TL4)/bin/python -m pytest -q -m bridge tests/bridge tests/models/test_backend_compat.py
 
 ## Benchmarks (figures written under analyses/results/bench_*; ratios measured side by side in one run).
 bench: $(STAMP)

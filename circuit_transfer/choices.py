@@ -17,4 +17,5 @@ SELECTIONS: tuple[str, ...] = (
     "random",
     "iterative",
 )  # discovery.selection
+BACKENDS: tuple[str, ...] = ("hooked", "bridge")  # models.bridge: HookedTransformer or TransformerBridge
 METHODS: tuple[str, ...] = ("ct-sft", "near-zero", "random", "ln-only", "full", "zero-shot")  # transfer

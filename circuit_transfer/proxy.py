@@ -52,12 +52,21 @@ def prepare_proxy(
     n_train: int | None = None,
     n_valid: int | None = None,
     n_test: int | None = None,
+    backend: str | None = None,
 ) -> dict:
     """Train the proxy checkpoint and save it to `out`; returns its metadata (scores included).
+
+    `backend` ("hooked" / "bridge", None: `load_model`'s default) is the model class the proxy is
+    trained and saved as; the tiny model exists only as a HookedTransformer.
 
     `n_train` / `n_valid` / `n_test` take fixed label-stratified subsets (seed 0) of the train, valid
     and test splits, for when a CPU cannot afford the whole split (XNLI English: 1992 + 498 rows to
     train on, 5010 test pairs); the test subset is the same rows as a sweep's `--n-test`."""
+    if model_spec == "tiny" and backend == "bridge":
+        raise ValueError(
+            "the tiny model is a HookedTransformer; backend='bridge' needs a Hugging Face model: "
+            "smollm2-135m, a local HF directory, or a bridge checkpoint"
+        )
     started = time.time()
     lang = task.normalise_lang(lang)
     train, valid = task.train_valid(lang, data_dir)
@@ -78,7 +87,7 @@ def prepare_proxy(
         model = build_tiny_model(texts, extra_words=task.template_words())
         config = config or TINY_TRAIN
     else:
-        model = load_model(model_spec)
+        model = load_model(model_spec, backend=backend)
         config = config or PRETRAINED_TRAIN
     task.label_token_ids(model.tokenizer)  # refuse colliding label words before any training
     result = train_classifier(model, task, train, valid, config, progress=progress)

@@ -12,6 +12,7 @@ import os
 import sys
 from pathlib import Path
 
+from circuit_transfer.choices import BACKENDS
 from circuit_transfer.data import DATASETS
 from circuit_transfer.tasks import Task, get_task
 
@@ -57,6 +58,16 @@ def add_overwrite_arg(parser: argparse.ArgumentParser, what: str) -> None:
         "--overwrite",
         action="store_true",
         help=f"replace an existing {what} at --out (default: refuse, so no result is overwritten silently)",
+    )
+
+
+def add_backend_arg(parser: argparse.ArgumentParser) -> None:
+    """--backend: HookedTransformer or TransformerBridge (default: a checkpoint's own, else hooked on TL 3.x)."""
+    parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help="hooked (HookedTransformer, TransformerLens 3.x) or bridge (TransformerBridge around the HF model); "
+        "default: a checkpoint's own backend, else hooked where TransformerLens has it",
     )
 
 

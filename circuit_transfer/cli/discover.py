@@ -13,6 +13,7 @@ import argparse
 
 from circuit_transfer.choices import BASELINE_KINDS, ESTIMATORS, SCORES, SELECTIONS
 from circuit_transfer.cli.common import (
+    add_backend_arg,
     add_overwrite_arg,
     add_task_args,
     check_out_file,
@@ -43,6 +44,7 @@ def register(subparsers) -> None:
     )
     add_task_args(p)
     p.add_argument("--model", required=True, help="checkpoint directory (or any load_model spec)")
+    add_backend_arg(p)
     p.add_argument(
         "--lang",
         help="language of the discovery set (default: ind; with --data-file, the data's only language)",
@@ -101,7 +103,7 @@ def run_discover(args: argparse.Namespace) -> int:
     split = args.split or (DISCOVERY_SPLIT[task.name] if task.data is None else "valid")
     pool = task.examples(lang, split, args.data_dir)
     examples = balanced_sample(pool, args.n_examples, seed=args.seed, n_labels=task.n_labels)
-    model = load_model(args.model)
+    model = load_model(args.model, backend=args.backend)
     common = dict(
         baseline=args.baseline, positions=args.positions, batch_size=args.batch_size, max_len=args.max_len
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from circuit_transfer.cli.common import (
+    add_backend_arg,
     add_overwrite_arg,
     add_task_args,
     check_out_dir,
@@ -34,6 +35,7 @@ def register(subparsers) -> None:
         default="tiny",
         help="tiny | smollm2-135m | gemma3-270m | a checkpoint or HF directory | a TL name",
     )
+    add_backend_arg(p)
     p.add_argument("--out", required=True, help="checkpoint directory to write")
     add_overwrite_arg(p, "checkpoint")
     p.add_argument(
@@ -61,6 +63,7 @@ def register(subparsers) -> None:
     )
     add_task_args(e)
     e.add_argument("--model", required=True, help="checkpoint directory (or any load_model spec)")
+    add_backend_arg(e)
     e.add_argument("--langs", default="all", help="comma-separated language codes, or 'all'")
     e.add_argument("--split", default="test", help="split to evaluate (default: test)")
     e.add_argument("--out", help="write the results as JSON here")
@@ -94,6 +97,7 @@ def run_prepare_proxy(args: argparse.Namespace) -> int:
         n_train=args.n_train,
         n_valid=args.n_valid,
         n_test=args.n_test,
+        backend=args.backend,
     )
     print(markdown_table(meta["training"]["curve"]))
     test = meta["test"]
@@ -115,7 +119,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         task.languages() if args.langs == "all" else [task.normalise_lang(x) for x in args.langs.split(",")]
     )
     examples_by_lang = {lang: task.examples(lang, args.split, args.data_dir) for lang in langs}
-    model = load_model(args.model)
+    model = load_model(args.model, backend=args.backend)
     rows = []
     for lang, examples in examples_by_lang.items():
         result = evaluate(model, task, examples, args.batch_size, args.max_len, progress=lang)

@@ -206,6 +206,7 @@ def _forward_with_z(model: Model, batch: TaskBatch) -> tuple[Float[Tensor, "batc
 
     def keep(z, hook):
         zs.append(z)
+        return z  # returned, so that a TransformerBridge runs on this very tensor (its hook_z is a reshaped copy)
 
     hooks = [(f"blocks.{ly}.attn.hook_z", keep) for ly in range(model.cfg.n_layers)]
     return label_scores(model, batch, fwd_hooks=hooks), zs

@@ -5,12 +5,14 @@
     save_checkpoint(model, "runs/x/model", metadata={"task": "sentiment"})
     model = load_model("runs/x/model")          # bit-identical weights, same config and tokenizer
 
-Every model comes back as an unprocessed `HookedTransformer` (no LayerNorm folding) with
-`model.tokenizer` a fast HF tokenizer that pads on the right.
+Every model comes back unprocessed (no LayerNorm folding), as a `HookedTransformer` or, with
+`backend="bridge"`, a `TransformerBridge` (`bridge.py`), with `model.tokenizer` a fast HF
+tokenizer that pads on the right.
 """
 
 from circuit_transfer.models.checkpoint import (
     CheckpointError,
+    checkpoint_backend,
     checkpoint_fingerprint,
     load_checkpoint,
     read_checkpoint_metadata,
@@ -28,6 +30,7 @@ __all__ = [
     "TinyModelSpec",
     "attach_tokenizer",
     "build_tiny_model",
+    "checkpoint_backend",
     "checkpoint_fingerprint",
     "hooked_from_hf",
     "load_checkpoint",

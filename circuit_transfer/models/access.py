@@ -240,4 +240,7 @@ def model_access(model: object) -> ModelAccess:
         from circuit_transfer.models.access_hooked import hooked_access
 
         return hooked_access(model)
-    raise NotImplementedError(f"no model-access builder for {type(model).__name__}")
+    raise NotImplementedError(
+        f"no model-access builder for {type(model).__name__} yet, so no CD-T on it: load the model with "
+        "backend='hooked' (TransformerLens 3.x), or score heads with estimator='attribution'"
+    )

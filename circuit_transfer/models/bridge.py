@@ -32,7 +32,6 @@ from circuit_transfer.models.backend import TransformerBridge
 from circuit_transfer.models.hf_convert import read_hf_dir
 from circuit_transfer.models.tokenizer import attach_tokenizer
 
-BACKENDS = ("hooked", "bridge")
 _WRAPPED = "._original_component"
 
 

@@ -33,9 +33,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from circuit_transfer.choices import BACKENDS
 from circuit_transfer.io import atomic_write_dir, read_json
 from circuit_transfer.models.backend import HookedTransformer, HookedTransformerConfig, Model
-from circuit_transfer.models.bridge import BACKENDS, bridge_from_hf, hf_param_name, hf_state_dict, is_bridge
+from circuit_transfer.models.bridge import bridge_from_hf, hf_param_name, hf_state_dict, is_bridge
 from circuit_transfer.models.hf_convert import hooked_from_hf
 from circuit_transfer.models.tokenizer import attach_tokenizer
 from circuit_transfer.tasks import Task

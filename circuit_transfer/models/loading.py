@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from circuit_transfer.choices import BACKENDS
 from circuit_transfer.models import gemma3, smollm2
 from circuit_transfer.models.backend import (
     HookedTransformer,
@@ -29,7 +30,7 @@ from circuit_transfer.models.backend import (
     default_backend,
     official_model_name,
 )
-from circuit_transfer.models.bridge import BACKENDS, load_bridge_hf_dir
+from circuit_transfer.models.bridge import load_bridge_hf_dir
 from circuit_transfer.models.checkpoint import is_checkpoint_dir, load_checkpoint
 from circuit_transfer.models.hf_convert import is_hf_dir, load_hf_dir
 from circuit_transfer.models.tokenizer import attach_tokenizer

@@ -209,3 +209,25 @@ def test_checkpoints_and_deltas_across_backends(hf_dir, tmp_path):
     delta = extract_delta(bridge, base, tset.masks)
     with pytest.raises(ValueError, match="made on the bridge backend.*backend='bridge'"):
         apply_delta(as_hooked, delta)
+
+
+@needs_hooked
+def test_attribution_head_scores_equal_on_both_backends(hf_dir):
+    """Attribution patching reads gradients at `hook_z`: on the bridge that hook sees a reshaped copy,
+    so the scores must still equal the HookedTransformer's of the same weights."""
+    from hf_families import TEXTS
+
+    from circuit_transfer.data import Example
+    from circuit_transfer.discovery.relevance import head_relevance
+    from circuit_transfer.tasks import get_task
+
+    task = get_task("nusax-senti", label_words=[" ini", " sangat", " dan"])  # words of TEXTS
+    examples = [Example(id=str(i), text=t, label=i % 3, lang="ind") for i, t in enumerate(TEXTS * 2)]
+    scores = [
+        head_relevance(
+            load_model(hf_dir("llama"), device="cpu", backend=b), task, examples, estimator="attribution"
+        )
+        for b in ("hooked", "bridge")
+    ]
+    assert scores[0].scores.abs().max() > 0
+    torch.testing.assert_close(scores[1].scores, scores[0].scores, rtol=1e-4, atol=1e-6)
