@@ -3,6 +3,7 @@ its float64 HookedTransformer for the CD-T matrix."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,9 @@ from circuit_transfer.models import load_model
 from circuit_transfer.models.tokenizer import train_bpe_tokenizer
 
 N_POS = 2 * WINDOW + 2
+
+# tests/cdt/first_order.py, the engine-independent first-order checker, is shared with tests/cdt.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "cdt"))
 
 
 @pytest.fixture(scope="session")

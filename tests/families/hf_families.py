@@ -7,7 +7,7 @@ model plus the tokenizer with `save_pretrained`: the directory `load_model` read
 
 Family-specific settings are chosen so that each family's distinctive feature is exercised by a
 short test sentence: sliding windows (Mistral, Gemma 2/3, GPT-Neo, OLMo 3, GPT-OSS) are shorter
-than the test sequence, and Gemma 3 interleaves a local layer with a global one.
+than the test sequence, and the interleaved families have 3 layers, local-global-local.
 """
 
 from __future__ import annotations
@@ -30,6 +30,10 @@ TEXTS = [
 
 WINDOW = 4
 """Sliding-window size of every local-attention family: shorter than the test sentences."""
+
+INTERLEAVED = ["sliding_attention", "full_attention", "sliding_attention"]
+"""Layer types of the interleaved families (3 layers): a local layer after a global one, so that a
+source in layer 0 or 1 has a sliding window downstream, and both rotary bases after layer 0."""
 
 _COMMON_ROTARY = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=128)
 
@@ -248,6 +252,8 @@ FAMILIES: dict[str, Family] = {
                     num_key_value_heads=2,
                     head_dim=16,
                     sliding_window=WINDOW,
+                    num_hidden_layers=3,
+                    layer_types=INTERLEAVED,
                     attn_logit_softcapping=5.0,
                     final_logit_softcapping=3.0,
                     query_pre_attn_scalar=24,
@@ -258,7 +264,7 @@ FAMILIES: dict[str, Family] = {
                 use_normalization_before_and_after=True,
                 attn_scores_soft_cap=5.0,
                 output_logits_soft_cap=3.0,
-                **dict(use_local_attn=True, window_size=WINDOW, attn_types=["local", "global"]),
+                **dict(use_local_attn=True, window_size=WINDOW, attn_types=["local", "global", "local"]),
             ),
         ),
         Family(
@@ -272,7 +278,8 @@ FAMILIES: dict[str, Family] = {
                     num_key_value_heads=1,
                     head_dim=16,
                     sliding_window=WINDOW,
-                    layer_types=["sliding_attention", "full_attention"],
+                    num_hidden_layers=3,
+                    layer_types=INTERLEAVED,
                     query_pre_attn_scalar=24,
                 ),
             ),
@@ -283,7 +290,7 @@ FAMILIES: dict[str, Family] = {
                 n_key_value_heads=1,
                 rotary_base=1e6,
                 rotary_base_local=1e4,
-                **dict(use_local_attn=True, window_size=WINDOW, attn_types=["local", "global"]),
+                **dict(use_local_attn=True, window_size=WINDOW, attn_types=["local", "global", "local"]),
             ),
         ),
         Family(
@@ -312,11 +319,11 @@ FAMILIES: dict[str, Family] = {
                     intermediate_size=96,
                     num_key_value_heads=4,
                     sliding_window=WINDOW,
-                    layer_types=["sliding_attention", "full_attention"],
+                    layer_types=["full_attention", "sliding_attention"],
                 ),
             ),
-            "post-norm blocks, QK-norm, local/global layers",
-            dict(use_local_attn=True, window_size=WINDOW, attn_types=["local", "global"]),
+            "post-norm blocks, QK-norm, global/local layers",  # 2 layers: with 3, post-norms grow beta to 1e10
+            dict(use_local_attn=True, window_size=WINDOW, attn_types=["global", "local"]),
         ),
         Family(
             "olmoe",
@@ -342,14 +349,15 @@ FAMILIES: dict[str, Family] = {
                     num_local_experts=4,
                     num_experts_per_tok=2,
                     sliding_window=WINDOW,
-                    layer_types=["sliding_attention", "full_attention"],
+                    num_hidden_layers=3,
+                    layer_types=INTERLEAVED,
                 ),
             ),
             "mixture of experts, attention sinks, local/global layers",
             dict(
                 num_experts=4,
                 use_attention_sinks=True,
-                **dict(use_local_attn=True, window_size=WINDOW, attn_types=["local", "global"]),
+                **dict(use_local_attn=True, window_size=WINDOW, attn_types=["local", "global", "local"]),
             ),
         ),
     ]
