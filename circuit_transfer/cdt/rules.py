@@ -81,7 +81,7 @@ CDT_REFERENCE = Rules(attention="decomposed", bias="magnitude", stabilize="cdt",
 the decomposed attention rule, biases shared by magnitude, LayerNorm biases shared by the input
 parts, and the stability rule after W_in, W_out and each block's residual sum. Their code also
 hard-codes LayerNorm eps 1e-8 and adds 1e-8 to every share denominator; those two break
-completeness, so this preset keeps the model's eps and exact shares (method.md §3c)."""
+completeness, so this preset keeps the model's eps and exact shares (docs/method.md §3c)."""
 
 PRESETS = {"cdt-reference": CDT_REFERENCE}
 

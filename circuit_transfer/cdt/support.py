@@ -3,7 +3,7 @@
 The engine re-implements the forward pass of every block for the relevant part beta, so any
 config field that changes that forward pass must be either implemented or refused. Refusal is a
 `NotImplementedError` naming the field: never a silent wrong answer. Every decoder family that
-TransformerLens 3.9's own configs describe is implemented (method.md §3, §3b).
+TransformerLens 3.9's own configs describe is implemented (docs/method.md §3, §3b).
 
 | field | status |
 |---|---|

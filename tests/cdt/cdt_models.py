@@ -111,7 +111,7 @@ MODERN: dict[str, dict] = {
     "shortformer": dict(normalization_type="LN", positional_embedding_type="shortformer"),
     "split_qkv_input": dict(**_ROPE, **_GATED, n_key_value_heads=2, use_split_qkv_input=True),
 }
-"""Random models of the features TransformerLens 3.9's official configs switch on (method.md §3b);
+"""Random models of the features TransformerLens 3.9's official configs switch on (docs/method.md §3b);
 windows (3) and the log-n training length (5) are shorter than the test sequences (9)."""
 
 FAMILIES.update(MODERN)

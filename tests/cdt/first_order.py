@@ -1,4 +1,4 @@
-"""The implementation-independent first-order check of CD-T (method.md §3c), reusable on any model.
+"""The implementation-independent first-order check of CD-T (docs/method.md §3c), reusable on any model.
 
 With the frozen attention rule and every bias given to gamma, a source whose relevant part is
 `eps * v` at one head's `hook_z` must give `beta_logits / eps` equal to the Jacobian-vector product

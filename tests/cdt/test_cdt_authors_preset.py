@@ -5,7 +5,7 @@ The authors' rules are written out below from their formulas (github.com/adelaid
 `prop_act`, `normalize_rel_irrel`, `prop_attention_probs_tmp`, `prop_GPT_layer`), as one plain
 function carrying rel and irrel, not vendored. Their code hard-codes LayerNorm eps 1e-8 and adds
 tol = 1e-8 to every share denominator; here eps is the model's and tol = 0, the two settings in
-which their propagation keeps completeness and the preset can equal it (method.md §3c).
+which their propagation keeps completeness and the preset can equal it (docs/method.md §3c).
 """
 
 from __future__ import annotations

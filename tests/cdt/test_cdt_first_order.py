@@ -1,4 +1,4 @@
-"""First order against autograd (method.md §3c) on every family, old and new (tests/cdt/first_order.py)."""
+"""First order against autograd (docs/method.md §3c) on every family, old and new (tests/cdt/first_order.py)."""
 
 from __future__ import annotations
 

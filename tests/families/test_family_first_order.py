@@ -1,4 +1,4 @@
-"""First order against autograd on every family (method.md §3c), with tests/cdt's engine-independent
+"""First order against autograd on every family (docs/method.md §3c), with tests/cdt's engine-independent
 checker: with the frozen attention rule and every bias given to gamma, beta_logits / eps for a
 source whose beta is eps * v equals the logits' JVP along v at that head's output, computed by
 autograd through the model itself with patterns, norm scales and routing frozen."""
