@@ -11,7 +11,13 @@ import torch
 from transformers import Gemma3TextConfig
 
 from circuit_transfer.models import load_model, read_checkpoint_metadata
-from circuit_transfer.models.gemma3 import GGUF_SHA256, cached_dir, gemma3_hooked_config, load_hf_gemma3
+from circuit_transfer.models.gemma3 import (
+    CONVERSION_VERSION,
+    GGUF_SHA256,
+    cached_dir,
+    gemma3_hooked_config,
+    load_hf_gemma3,
+)
 from circuit_transfer.models.params import count_parameters
 
 SENTENCES = [
@@ -120,7 +126,7 @@ def test_logits_match_transformers(gemma3):
 
 @pytest.mark.slow
 def test_cache_is_keyed_by_the_gguf_hash_and_reloads_identically(gemma3):
-    assert cached_dir().name == f"hooked-{GGUF_SHA256[:16]}"
+    assert cached_dir().name == f"hooked-v{CONVERSION_VERSION}-{GGUF_SHA256[:16]}"
     metadata = read_checkpoint_metadata(cached_dir())
     assert metadata["gguf_sha256"] == GGUF_SHA256 and "Gemma terms of use" in metadata["license"]
     again = load_model("gemma3-270m", device="cpu")
