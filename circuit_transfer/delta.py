@@ -8,11 +8,14 @@ with at least one trainable entry it holds:
   per selected head; a fully trainable norm costs one run.
 - `"{name}.values"`: the trained values at those entries, in run order (the parameter's dtype).
 
-Names are the model's `named_parameters()` names, so a delta belongs to the backend it was made
-on: TransformerLens names (`blocks.0.attn.W_Q`) on the hooked backend, the bridge's wrapped HF
-names (`model.layers.0._original_component.self_attn...q_proj._original_component.weight`) on the
-bridge, whose head slices are rows, not leading indices. `apply_delta` refuses a delta of the other
-backend with a clear error instead of guessing a layout conversion.
+Names are the model's `named_parameters()` names, so a delta is written in the layout of the
+backend it was made on: TransformerLens names (`blocks.0.attn.W_Q`) on the hooked backend, the
+bridge's wrapped HF names (`model.layers.0._original_component.self_attn...q_proj._original_component.weight`)
+on the bridge, whose head slices are rows, not leading indices. `apply_delta` applies a delta of the
+other backend through `convert_delta` (the HF <-> TransformerLens map of `models.param_map`: the
+attention and norm tensors of the Llama-layout families), and refuses, saying what to do, a delta
+it cannot map (another architecture, an MLP or embedding entry, a trained value for a bias that
+only TransformerLens's conversion has).
 
 Values, not differences, are stored: applying them is an exact copy, so a base model plus the
 delta reproduces the trained model bit for bit. Frozen entries are not stored at all.
@@ -33,7 +36,8 @@ from safetensors.torch import save_file
 from circuit_transfer.io import atomic_write
 from circuit_transfer.masking import ParamMasks
 from circuit_transfer.models.backend import Model
-from circuit_transfer.models.bridge import backend_of, delta_names_backend
+from circuit_transfer.models.bridge import backend_of, delta_names_backend, hf_param_name
+from circuit_transfer.models.param_map import architecture_of, param_links, with_offset
 
 Delta = dict[str, torch.Tensor]
 """`"{param}.runs"` -> int64 [n_runs, 2] (start, length) and `"{param}.values"` -> values, per
@@ -140,14 +144,11 @@ def apply_delta(model: Model, delta: Delta) -> Model:
     Raises:
         ValueError: the delta names a parameter the model lacks or does not fit its shape.
     """
+    names = _delta_params(delta)
+    if names and delta_names_backend(names) != backend_of(model):
+        delta = convert_delta(delta, model)
+        names = _delta_params(delta)
     params = dict(model.named_parameters())
-    names = [k[: -len(_RUNS)] for k in delta if k.endswith(_RUNS)]
-    made_on, model_backend = delta_names_backend(names), backend_of(model)
-    if names and made_on != model_backend:
-        raise ValueError(
-            f"this delta was made on the {made_on} backend, the model is a {model_backend} model: load "
-            f"the base model with backend={made_on!r} (load_model(..., backend={made_on!r})) and apply it there"
-        )
     for name in names:
         if name not in params:
             raise ValueError(f"delta has values for {name}, which the model does not have")
@@ -159,3 +160,71 @@ def apply_delta(model: Model, delta: Delta) -> Model:
         flat = param.data.view(-1)  # TransformerLens parameters are contiguous
         flat[index.to(param.device)] = values.to(device=param.device, dtype=param.dtype)
     return model
+
+
+def _delta_params(delta: Delta) -> list[str]:
+    return [k[: -len(_RUNS)] for k in delta if k.endswith(_RUNS)]
+
+
+def convert_delta(delta: Delta, model: Model) -> Delta:
+    """A delta made on the other backend, in `model`'s parameter names and layouts.
+
+    Each parameter's trained entries are scattered into its full source layout, moved with the
+    link's reshape / transpose (`models.param_map`), and gathered again as runs; Gemma's norm
+    offset is added (to TransformerLens) or taken off (to HF) in float32 as TransformerLens's
+    conversion does, so bridge -> hooked reproduces the conversion of the trained HF weights bit
+    for bit, and hooked -> bridge to float32 rounding of `w - 1`.
+
+    Raises:
+        ValueError: the architecture has no map, an entry is no attention or norm tensor (a full
+            fine-tuning delta), or a hooked delta trained a bias the HF model does not have.
+    """
+    names = _delta_params(delta)
+    made_on, target_backend = delta_names_backend(names), backend_of(model)
+    fix = f"apply it to the base model loaded with backend={made_on!r} (load_model(..., backend={made_on!r}))"
+    try:
+        links = param_links(model)
+    except ValueError as err:
+        raise ValueError(
+            f"this delta was made on the {made_on} backend, the model is a {target_backend} model, and {err}: {fix}"
+        ) from None
+    params = {n: p for n, p in model.named_parameters()}
+    if target_backend == "bridge":
+        by_source = {link.tl: link for link in links}
+        target_name = {hf_param_name(n): n for n in params}
+    else:
+        by_source = {link.hf: link for link in links}
+        target_name = {n: n for n in params}
+    out: Delta = {}
+    for name in names:
+        link = by_source.get(hf_param_name(name) if made_on == "bridge" else name)
+        if link is None:
+            raise ValueError(
+                f"delta entry {name} has no counterpart on the {target_backend} backend: deltas cross "
+                "backends for the attention and norm tensors a head set trains (ct-sft, random, "
+                f"near-zero, ln-only), not for a full fine-tuning delta's MLP or embeddings; {fix}"
+            )
+        index, values = runs_to_index(delta[name + _RUNS]), delta[name + _VALUES]
+        source, target = (link.tl, link.hf) if made_on == "hooked" else (link.hf, link.tl)
+        if target not in target_name:
+            if made_on == "hooked" and not values.any():
+                continue  # a zero bias TransformerLens's conversion added; the HF model has none
+            raise ValueError(
+                f"delta entry {source} holds trained values, but the {architecture_of(model)} HF model has "
+                f"no {target}: TransformerLens's conversion adds it as zeros and training moved it. Train "
+                f"on backend='bridge' (its head-set deltas apply on both backends), or {fix}"
+            )
+        param = params[target_name[target]]
+        to_source, to_target = (link.to_tl, link.to_hf) if made_on == "hooked" else (link.to_hf, link.to_tl)
+        source_shape = to_source(torch.zeros(param.shape)).shape
+        if len(index) != values.numel() or (len(index) and int(index.max()) >= source_shape.numel()):
+            raise ValueError(f"delta for {name} does not fit the layout {tuple(source_shape)} of {source}")
+        dense = torch.zeros(source_shape.numel(), dtype=values.dtype)
+        keep = torch.zeros(source_shape.numel(), dtype=torch.int8)
+        dense[index], keep[index] = values, 1
+        dense_t, keep_t = to_target(dense.reshape(source_shape)), to_target(keep.reshape(source_shape))
+        runs = mask_runs(keep_t)
+        moved = dense_t.reshape(-1)[runs_to_index(runs)]
+        out[target_name[target] + _RUNS] = runs
+        out[target_name[target] + _VALUES] = with_offset(moved, link.offset, 1 if made_on == "bridge" else -1)
+    return out
