@@ -23,7 +23,7 @@ from circuit_transfer.cdt import rules as R
 from circuit_transfer.cdt.result import DecompositionResult, Head
 from circuit_transfer.cdt.support import check_supported
 from circuit_transfer.models.access import MLP, Experts, ModelAccess, Norm, model_access
-from circuit_transfer.models.backend import HookedTransformer
+from circuit_transfer.models.backend import Model
 
 RECORDABLE = (
     "hook_resid_pre",
@@ -48,7 +48,7 @@ _CPU_BUDGET_BYTES = 1 << 30
 
 
 def effective_attention_mask(
-    model: HookedTransformer,
+    model: Model,
     tokens: Int[Tensor, "batch pos"],
     attention_mask: Int[Tensor, "batch pos"] | None,
 ) -> Int[Tensor, "batch pos"] | None:
@@ -60,7 +60,7 @@ def effective_attention_mask(
     return None
 
 
-def default_chunk_size(model: HookedTransformer, n_pos: int) -> int:
+def default_chunk_size(model: Model, n_pos: int) -> int:
     """Rows (sources x examples) per chunk so that the intermediate tensors fit a memory budget.
 
     The budget is 1 GiB on CPU and half the free memory on CUDA; a row holds a handful of
@@ -75,7 +75,7 @@ def default_chunk_size(model: HookedTransformer, n_pos: int) -> int:
     return max(1, budget // row_bytes)
 
 
-def _cache_names(model: HookedTransformer, first_layer: int, record: Sequence[str]) -> set[str]:
+def _cache_names(model: Model, first_layer: int, record: Sequence[str]) -> set[str]:
     """Hook names whose clean activations the rules read (from `first_layer` on)."""
     per_block = (
         "hook_resid_pre",
@@ -114,7 +114,7 @@ def _cache_names(model: HookedTransformer, first_layer: int, record: Sequence[st
     return names & set(model.hook_dict)
 
 
-def _check_record(model: HookedTransformer, record: Sequence[str], rules: R.Rules) -> None:
+def _check_record(model: Model, record: Sequence[str], rules: R.Rules) -> None:
     for name in record:
         parts = name.split(".", 2)
         if (
@@ -477,7 +477,7 @@ def _routing(access: ModelAccess, full: dict[str, Tensor], batch: int, n_pos: in
 
 @torch.no_grad()
 def decompose_heads(
-    model: HookedTransformer,
+    model: Model,
     tokens: Int[Tensor, "batch pos"],
     heads: Sequence[Head],
     baseline: Float[Tensor, "n_layers n_heads d_head"]
@@ -497,7 +497,8 @@ def decompose_heads(
     """Decompose each head's `hook_z` against a baseline and propagate its relevant part to the logits.
 
     Args:
-        model: a HookedTransformer; unsupported config settings raise NotImplementedError first.
+        model: a HookedTransformer or a TransformerBridge; unsupported settings raise
+            NotImplementedError first.
         tokens: token ids.
         heads: sources as (layer, head), any layers, any order; results follow this order.
         baseline: mu per head (`[n_layers, n_heads, d_head]`) or per head and position
@@ -550,7 +551,7 @@ def decompose_heads(
         tokens, attention_mask=mask, return_type=None, names_filter=lambda name: name in names
     )
     full = dict(cache.cache_dict)
-    access = model_access(model)
+    access = model_access(model, n_positions=n_pos)
     full.update(_routing(access, full, batch, n_pos))
     masks: dict[tuple[str, int | None], Tensor] = {}
     for blk in access.blocks:

@@ -37,7 +37,7 @@ TransformerLens 3.9's own configs describe is implemented (docs/method.md ยง3, ย
 
 from __future__ import annotations
 
-from circuit_transfer.models.backend import HookedTransformer
+from circuit_transfer.models.backend import HookedTransformer, Model, TransformerBridge
 
 _SUPPORTED_POSITIONS = {"standard", "rotary", "alibi", "shortformer"}
 
@@ -49,10 +49,20 @@ def _refuse(field: str, value: object) -> None:
     )
 
 
-def check_supported(model: HookedTransformer) -> None:
-    """Raise NotImplementedError naming the first config field the engine cannot handle."""
+def check_supported(model: Model) -> None:
+    """Raise NotImplementedError naming the first config field the engine cannot handle.
+
+    A TransformerBridge is checked by its HF architecture (`access_bridge.check_bridge_supported`).
+    """
+    if isinstance(model, TransformerBridge):
+        from circuit_transfer.models.access_bridge import check_bridge_supported
+
+        check_bridge_supported(model)
+        return
     if not isinstance(model, HookedTransformer):
-        raise NotImplementedError(f"CD-T engine needs a HookedTransformer, got {type(model).__name__}")
+        raise NotImplementedError(
+            f"CD-T engine needs a HookedTransformer or a TransformerBridge, got {type(model).__name__}"
+        )
     cfg = model.cfg
     if getattr(cfg, "load_in_4bit", False):
         _refuse("load_in_4bit", True)

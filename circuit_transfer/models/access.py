@@ -3,8 +3,9 @@
 The CD-T engine (and its slow reference) never reads a TransformerLens component: it asks a
 `ModelAccess` for the norms (kind, weight, bias, eps), the attention weights per head and per KV
 group, the positional treatment, the layer's mask, the soft-caps, the MLP or the experts, and the
-block's flags. `model_access(model)` builds it from a `HookedTransformer`; a builder for the
-`TransformerBridge` fills the same dataclasses, so every rule is written once for both backends.
+block's flags. `model_access(model)` builds it from a `HookedTransformer` (`access_hooked.py`) or
+from a `TransformerBridge` (`access_bridge.py`): the same dataclasses, so every rule is written once
+for both backends.
 
 Weights are the model's live parameters (no copies), in TransformerLens's layout:
 `W_Q [head, d_model, d_head]`, `W_K/W_V [kv_head, d_model, d_head]`, `W_O [head, d_head, d_model]`,
@@ -232,15 +233,23 @@ class ModelAccess:
         return len(self.blocks)
 
 
-def model_access(model: object) -> ModelAccess:
-    """The access layer of a model (dispatch on its class); unsupported settings are refused first."""
-    from circuit_transfer.models.backend import HookedTransformer
+def model_access(model: object, n_positions: int | None = None) -> ModelAccess:
+    """The access layer of a model (dispatch on its class); unsupported settings are refused first.
+
+    `n_positions`: the sequence length about to be decomposed; the bridge computes its rotary
+    tables for it (a HookedTransformer has them from its last forward pass).
+    """
+    from circuit_transfer.models.backend import HookedTransformer, TransformerBridge
 
     if isinstance(model, HookedTransformer):
         from circuit_transfer.models.access_hooked import hooked_access
 
         return hooked_access(model)
+    if isinstance(model, TransformerBridge):
+        from circuit_transfer.models.access_bridge import bridge_access
+
+        return bridge_access(model, n_positions)
     raise NotImplementedError(
-        f"no model-access builder for {type(model).__name__} yet, so no CD-T on it: load the model with "
-        "backend='hooked' (TransformerLens 3.x), or score heads with estimator='attribution'"
+        f"no model-access builder for {type(model).__name__}, so no CD-T on it: CD-T needs a "
+        "HookedTransformer or a TransformerBridge"
     )

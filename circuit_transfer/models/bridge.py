@@ -66,10 +66,11 @@ def bridge_from_hf(
 
     `model_name` is only recorded (`cfg.model_name`); nothing is looked up by it. The tokenizer
     is attached as on the hooked backend (pad token, right padding, BOS flags from the tokenizer).
+    The HF model is cast to `dtype` in place.
     """
     if not getattr(hf_model.config, "architectures", None):
         hf_model.config.architectures = [type(hf_model).__name__]  # the bridge picks its adapter by it
-    hf_model.eval()
+    hf_model.to(dtype=dtype).eval()  # the bridge's dtype argument sets its config, not the HF weights
     bridge = TransformerBridge.boot_transformers(
         model_name, hf_model=hf_model, tokenizer=tokenizer, device=device, dtype=dtype
     )

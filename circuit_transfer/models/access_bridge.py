@@ -1,0 +1,257 @@
+"""Build the model-access layer (`circuit_transfer.models.access`) from a `TransformerBridge`.
+
+The bridge runs the Hugging Face model itself, so everything here is read from the HF modules it
+wraps and from the HF config, not from TransformerLens's conversion: the weights are views of
+the HF parameters (`q_proj.weight` `[n_heads * d_head, d_model]` -> `W_Q [head, d_model, d_head]`,
+K and V per KV group, `o_proj.weight` -> `W_O [head, d_head, d_model]`), the attention scale is
+the module's own `scaling` (Gemma's `query_pre_attn_scalar`), the rotary tables are what the HF
+rotary module returns for positions `0 .. n_positions - 1` (per layer type: Gemma 3's local and
+global bases), the window is the layer's `sliding_window` from `layer_types`. Where HF differs
+from TransformerLens's converted weights the rule follows HF: Gemma's RMSNorm multiplies by
+`1 + weight` (TransformerLens adds the 1 into its weights when converting).
+
+Only the architectures in `ARCHITECTURES` are mapped (each checked against the hooked backend
+and the HF forward pass in tests/bridge); any other is refused by name before any compute.
+The clean run reads the bridge's own hooks (`enable_compatibility_mode` gives the legacy names;
+tests/bridge checks each one the engine reads against the hooked backend).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from circuit_transfer.models.access import MLP, Attention, Block, ModelAccess, Norm, QKNorm, Rotary
+from circuit_transfer.models.backend import TransformerBridge
+
+ARCHITECTURES = {
+    "LlamaForCausalLM",
+    "MistralForCausalLM",
+    "Qwen2ForCausalLM",
+    "Qwen3ForCausalLM",
+    "GemmaForCausalLM",
+    "Gemma2ForCausalLM",
+    "Gemma3ForCausalLM",
+    "Olmo2ForCausalLM",
+}
+"""HF architectures whose bridge the CD-T engine reads (separate q/k/v/o projections, gated MLP)."""
+
+PLAIN_RMS_NORMS = {
+    "LlamaRMSNorm",
+    "MistralRMSNorm",
+    "Qwen2RMSNorm",
+    "Qwen3RMSNorm",
+    "Olmo2RMSNorm",
+}
+"""HF RMSNorm classes computing `x / rms(x) * weight`."""
+
+OFFSET_RMS_NORMS = {"GemmaRMSNorm", "Gemma2RMSNorm", "Gemma3RMSNorm"}
+"""HF RMSNorm classes computing `x / rms(x) * (1 + weight)` (Gemma)."""
+
+POST_NORM = {"Olmo2ForCausalLM"}
+"""Architectures whose ln1/ln2 normalise each sublayer's output before the residual add."""
+
+ALL_HEAD_QK_NORM = {"Olmo2ForCausalLM"}
+"""Architectures whose QK-norm runs over all heads at once (`[n_heads * d_head]`), not per head."""
+
+
+def architecture(bridge: TransformerBridge) -> str:
+    """The HF architecture name of the model the bridge wraps."""
+    archs = getattr(bridge.original_model.config, "architectures", None) or [
+        type(bridge.original_model).__name__
+    ]
+    return archs[0]
+
+
+def check_bridge_supported(bridge: TransformerBridge) -> None:
+    """Raise NotImplementedError naming what the CD-T engine cannot read from this bridge."""
+    arch = architecture(bridge)
+    if arch not in ARCHITECTURES:
+        raise NotImplementedError(
+            f"CD-T on the TransformerBridge has no mapping for {arch} (mapped: {', '.join(sorted(ARCHITECTURES))}); "
+            "load the model with backend='hooked' (TransformerLens 3.x), or score heads with "
+            "estimator='attribution'"
+        )
+    config = bridge.original_model.config
+    if getattr(config, "use_bidirectional_attention", None):
+        raise NotImplementedError(
+            f"CD-T on the bridge: {arch} with use_bidirectional_attention is not mapped"
+        )
+    for flag in ("mlp_bias",):
+        if getattr(config, flag, False):
+            raise NotImplementedError(
+                f"CD-T on the bridge: {arch} with {flag}=True is not mapped (the gated-MLP rule has no "
+                "gate/up biases); use backend='hooked'"
+            )
+
+
+def _hf(component: nn.Module) -> nn.Module:
+    """The HF module behind a bridge component (the bridge also swaps its wrappers into the HF
+    tree: `LlamaAttention.q_proj` is a `LinearBridge` there), or the module itself if unwrapped."""
+    return getattr(component, "original_component", None) or component
+
+
+def _nonzero(bias: Tensor | None) -> Tensor | None:
+    return bias if bias is not None and bool(bias.any()) else None
+
+
+def _norm(module: nn.Module, hook: str | None) -> Norm:
+    """The Norm of an HF norm module (by class: plain RMS, Gemma's 1 + weight, LayerNorm)."""
+    name = type(module).__name__
+    eps = getattr(module, "variance_epsilon", getattr(module, "eps", None))
+    if name in PLAIN_RMS_NORMS:
+        return Norm("RMS", module.weight, None, float(eps), hook, module.weight.shape[0])
+    if name in OFFSET_RMS_NORMS:
+        return Norm("RMS", 1 + module.weight, None, float(eps), hook, module.weight.shape[0])
+    if isinstance(module, nn.LayerNorm):
+        return Norm("LN", module.weight, _nonzero(module.bias), module.eps, hook, module.weight.shape[0])
+    raise NotImplementedError(f"CD-T on the bridge has no rule for the HF norm {name}")
+
+
+def _heads(linear: nn.Linear, n: int, d_head: int) -> tuple[Tensor, Tensor | None]:
+    """A `[n * d_head, d_model]` projection as `W [n, d_model, d_head]` and `b [n, d_head]` (views)."""
+    W = linear.weight.view(n, d_head, -1).transpose(1, 2)
+    b = _nonzero(linear.bias)
+    return W, None if b is None else b.view(n, d_head)
+
+
+def _rotary_tables(
+    bridge: TransformerBridge, n_positions: int, layer_type: str | None
+) -> tuple[Tensor, Tensor]:
+    """(sin, cos) `[n_positions, rotary_dim]` from the HF rotary module (HF's layout `cat(f, f)`:
+    x_i pairs with x_{i + dim/2}, as TransformerLens's non-adjacent rotary)."""
+    rotary = _hf(bridge.original_model.model.rotary_emb)
+    device = next(bridge.parameters()).device
+    dtype = bridge.original_model.dtype
+    position_ids = torch.arange(n_positions, device=device)[None]
+    x = torch.zeros((), device=device, dtype=dtype)
+    kwargs = (
+        {"layer_type": layer_type} if "layer_type" in inspect.signature(rotary.forward).parameters else {}
+    )
+    cos, sin = rotary(x, position_ids, **kwargs)
+    return sin[0].to(dtype), cos[0].to(dtype)
+
+
+def _window(config: object, layer: int) -> int | None:
+    """The layer's sliding window: per `layer_types` where the config has them, else all layers."""
+    window = getattr(config, "sliding_window", None)
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and layer_types[layer] != "sliding_attention":
+        return None
+    return window
+
+
+def _attention(bridge: TransformerBridge, layer: int, rotary: Rotary) -> Attention:
+    arch = architecture(bridge)
+    config = bridge.original_model.config
+    attn = _hf(bridge.blocks[layer].attn)
+    n_heads, d_head = config.num_attention_heads, attn.head_dim
+    n_kv = getattr(config, "num_key_value_heads", None) or n_heads
+    W_Q, b_Q = _heads(_hf(attn.q_proj), n_heads, d_head)
+    W_K, b_K = _heads(_hf(attn.k_proj), n_kv, d_head)
+    W_V, b_V = _heads(_hf(attn.v_proj), n_kv, d_head)
+    o_proj = _hf(attn.o_proj)
+    W_O = o_proj.weight.view(-1, n_heads, d_head).permute(1, 2, 0)
+    qk_norm = None
+    if getattr(attn, "q_norm", None) is not None:
+        qk_norm = QKNorm(
+            _norm(_hf(attn.q_norm), None),
+            _norm(_hf(attn.k_norm), None),
+            per_head=arch not in ALL_HEAD_QK_NORM,
+        )
+    soft_cap = getattr(config, "attn_logit_softcapping", None)
+    return Attention(
+        W_Q=W_Q,
+        b_Q=b_Q,
+        W_K=W_K,
+        b_K=b_K,
+        W_V=W_V,
+        b_V=b_V,
+        W_O=W_O,
+        b_O=_nonzero(o_proj.bias),
+        repeat=n_heads // n_kv,
+        scale=1 / float(attn.scaling),
+        mask="causal",
+        window=_window(config, layer),
+        position="rotary",
+        rotary=rotary,
+        alibi_slopes=None,
+        pos_embed_hook=None,
+        qk_norm=qk_norm,
+        clip_qkv=None,
+        logn_train_length=None,
+        soft_cap=soft_cap if soft_cap else None,
+        sinks=None,
+    )
+
+
+def _mlp(bridge: TransformerBridge, layer: int) -> MLP:
+    mlp = _hf(bridge.blocks[layer].mlp)
+    gate, up, down = (_hf(getattr(mlp, part)) for part in ("gate_proj", "up_proj", "down_proj"))
+    for part, linear in (("gate_proj", gate), ("up_proj", up)):
+        if _nonzero(linear.bias) is not None:
+            raise NotImplementedError(
+                f"CD-T on the bridge: blocks.{layer}.mlp.{part} has a bias (not mapped)"
+            )
+    act_fn: Callable[[Tensor], Tensor] = mlp.act_fn
+    return MLP(
+        W_in=up.weight.T,
+        b_in=None,
+        W_out=down.weight.T,
+        b_out=_nonzero(down.bias),
+        act_fn=act_fn,
+        W_gate=gate.weight.T,
+        hook=f"blocks.{layer}.mlp",
+    )
+
+
+def bridge_access(bridge: TransformerBridge, n_positions: int | None = None) -> ModelAccess:
+    """The access layer of a TransformerBridge (views of the HF parameters).
+
+    Args:
+        n_positions: how many positions the rotary tables cover (the sequence length about to be
+            decomposed); default the config's `max_position_embeddings`.
+    """
+    check_bridge_supported(bridge)
+    arch = architecture(bridge)
+    config = bridge.original_model.config
+    n_positions = n_positions or config.max_position_embeddings
+    layer_types = getattr(config, "layer_types", None) or [None] * config.num_hidden_layers
+    rotaries: dict[str | None, Rotary] = {}
+    for layer_type in dict.fromkeys(layer_types):
+        sin, cos = _rotary_tables(bridge, n_positions, layer_type)
+        rotaries[layer_type] = Rotary(cos.shape[-1], False, sin, cos)
+    blocks = []
+    for layer, blk in enumerate(bridge.blocks):
+        p = f"blocks.{layer}."
+        blocks.append(
+            Block(
+                index=layer,
+                ln1=_norm(_hf(blk.ln1), p + "ln1"),
+                ln2=_norm(_hf(blk.ln2), p + "ln2"),
+                ln1_post=_norm(_hf(blk.ln1_post), p + "ln1_post") if hasattr(blk, "ln1_post") else None,
+                ln2_post=_norm(_hf(blk.ln2_post), p + "ln2_post") if hasattr(blk, "ln2_post") else None,
+                attn=_attention(bridge, layer, rotaries[layer_types[layer]]),
+                mlp=_mlp(bridge, layer),
+                parallel=False,
+                post_norm=arch in POST_NORM,
+            )
+        )
+    unembed = _hf(bridge.unembed)
+    soft_cap = getattr(config, "final_logit_softcapping", None)
+    first_attn = blocks[0].attn
+    return ModelAccess(
+        blocks=tuple(blocks),
+        ln_final=_norm(_hf(bridge.ln_final), "ln_final"),
+        W_U=unembed.weight.T,
+        b_U=_nonzero(unembed.bias),
+        logits_soft_cap=soft_cap if soft_cap else None,
+        d_model=config.hidden_size,
+        d_head=first_attn.W_Q.shape[-1],
+        n_heads=first_attn.n_heads,
+        dtype=unembed.weight.dtype,
+        device=unembed.weight.device,
+    )
