@@ -242,3 +242,22 @@ def test_unmapped_architecture_is_refused_by_name(hf_dir) -> None:
         NotImplementedError, match=r"GPT2LMHeadModel.*backend='hooked'.*estimator='attribution'"
     ):
         decompose_heads(bridge, tokens, [(0, 0)])
+
+
+@needs_hooked
+@pytest.mark.parametrize("family", ["llama", "gemma3"])
+def test_cdt_and_ablation_head_scores_equal_on_both_backends(hf_dir, family: str) -> None:
+    """Discovery's head scores (`head_relevance`, estimators cdt and ablation) on the bridge equal
+    the hooked backend's of the same weights."""
+    from circuit_transfer.data import Example
+    from circuit_transfer.discovery.relevance import head_relevance
+    from circuit_transfer.tasks import get_task
+
+    task = get_task("nusax-senti", label_words=[" ini", " sangat", " dan"])  # words of TEXTS
+    examples = [Example(id=str(i), text=t, label=i % 3, lang="ind") for i, t in enumerate(TEXTS * 2)]
+    models = {b: load_model(hf_dir(family), device="cpu", backend=b) for b in ("hooked", "bridge")}
+    for estimator in ("cdt", "ablation"):
+        hooked, bridge = (head_relevance(models[b], task, examples, estimator=estimator) for b in models)
+        assert hooked.scores.abs().max() > 0
+        err = float((bridge.scores - hooked.scores).abs().max() / hooked.scores.abs().max())
+        assert err <= 1e-5, (family, estimator, err)

@@ -51,10 +51,11 @@ def test_discover_transfer_report_end_to_end_on_the_bridge(tmp_path, data_dir):
                  "--epochs", "1", "--n-train", "24", "--n-valid", "12", "--n-test", "12",
                  "--lr", "1e-3", "--out", str(run / "proxy"), *sizes]) == 0  # fmt: skip
     assert checkpoint_backend(run / "proxy") == "bridge"
-    assert main(["discover", "--model", str(run / "proxy"), "--lang", "ind", "--estimator", "attribution",
+    assert main(["discover", "--model", str(run / "proxy"), "--lang", "ind", "--estimator", "cdt",
                  "--k", "3", "--n-examples", "4", "--out", str(run / "circuits" / "ind.json"), *sizes]) == 0  # fmt: skip
     circuit = json.loads((run / "circuits" / "ind.json").read_text())
     assert len(circuit["heads"]) == 3
+    assert circuit["scores"]["estimator"] == "cdt"
     assert main(["transfer", "--proxy", str(run / "proxy"), "--target", "jav", "--method", "ct-sft",
                  "--circuit", str(run / "circuits" / "ind.json"), "--n-train", "12", "--epochs", "1",
                  "--out", str(run / "transfer" / "ct-sft"), *sizes]) == 0  # fmt: skip
