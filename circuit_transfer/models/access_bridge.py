@@ -24,7 +24,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from circuit_transfer.models.access import MLP, Attention, Block, ModelAccess, Norm, QKNorm, Rotary
+from circuit_transfer.models.access import MLP, NO_NORM, Attention, Block, ModelAccess, Norm, QKNorm, Rotary
 from circuit_transfer.models.backend import TransformerBridge
 
 ARCHITECTURES = {
@@ -52,7 +52,7 @@ OFFSET_RMS_NORMS = {"GemmaRMSNorm", "Gemma2RMSNorm", "Gemma3RMSNorm"}
 """HF RMSNorm classes computing `x / rms(x) * (1 + weight)` (Gemma)."""
 
 POST_NORM = {"Olmo2ForCausalLM"}
-"""Architectures whose ln1/ln2 normalise each sublayer's output before the residual add."""
+"""Architectures whose norms normalise each sublayer's output before the residual add (no input norms)."""
 
 ALL_HEAD_QK_NORM = {"Olmo2ForCausalLM"}
 """Architectures whose QK-norm runs over all heads at once (`[n_heads * d_head]`), not per head."""
@@ -226,18 +226,24 @@ def bridge_access(bridge: TransformerBridge, n_positions: int | None = None) -> 
         rotaries[layer_type] = Rotary(cos.shape[-1], False, sin, cos)
     blocks = []
     for layer, blk in enumerate(bridge.blocks):
-        p = f"blocks.{layer}."
+        norms = {
+            name: _norm(_hf(getattr(blk, name)), f"blocks.{layer}.{name}")
+            for name in ("ln1", "ln2", "ln1_post", "ln2_post")
+            if hasattr(blk, name)
+        }
         blocks.append(
             Block(
                 index=layer,
-                ln1=_norm(_hf(blk.ln1), p + "ln1"),
-                ln2=_norm(_hf(blk.ln2), p + "ln2"),
-                ln1_post=_norm(_hf(blk.ln1_post), p + "ln1_post") if hasattr(blk, "ln1_post") else None,
-                ln2_post=_norm(_hf(blk.ln2_post), p + "ln2_post") if hasattr(blk, "ln2_post") else None,
+                ln1=norms.get("ln1", NO_NORM),
+                ln2=norms.get("ln2", NO_NORM),
+                ln1_post=norms.get("ln1_post"),
+                ln2_post=norms.get("ln2_post"),
                 attn=_attention(bridge, layer, rotaries[layer_types[layer]]),
                 mlp=_mlp(bridge, layer),
                 parallel=False,
-                post_norm=arch in POST_NORM,
+                # OLMo 2's output norms: `ln1`/`ln2` in TL 3.9's bridge (post-norm), `ln1_post`/`ln2_post`
+                # (sandwich norms without input norms) in TL 4.3's; the same computation
+                post_norm=arch in POST_NORM and "ln1" in norms,
             )
         )
     unembed = _hf(bridge.unembed)
