@@ -17,6 +17,9 @@ attention and norm tensors of the Llama-layout families), and refuses, saying wh
 it cannot map (another architecture, an MLP or embedding entry, a trained value for a bias that
 only TransformerLens's conversion has).
 
+A bridge's views into a fused parameter (GPT-2's q/k/v of `c_attn`) are not stored: the fused
+parameter holds the same entries.
+
 Values, not differences, are stored: applying them is an exact copy, so a base model plus the
 delta reproduces the trained model bit for bit. Frozen entries are not stored at all.
 """
@@ -36,7 +39,13 @@ from safetensors.torch import save_file
 from circuit_transfer.io import atomic_write
 from circuit_transfer.masking import ParamMasks
 from circuit_transfer.models.backend import Model
-from circuit_transfer.models.bridge import backend_of, delta_names_backend, hf_param_name
+from circuit_transfer.models.bridge import (
+    backend_of,
+    delta_names_backend,
+    hf_param_name,
+    is_bridge,
+    split_views,
+)
 from circuit_transfer.models.param_map import architecture_of, param_links, with_offset
 
 Delta = dict[str, torch.Tensor]
@@ -86,7 +95,10 @@ def extract_delta(
         ValueError: `check_frozen` and a masked entry differs from the base, or a shape mismatch.
     """
     delta: Delta = {}
+    views = split_views(model) if is_bridge(model) else {}
     for name, param in model.named_parameters():
+        if name in views:
+            continue  # a view into a fused parameter (GPT-2's q/k/v of c_attn): its owner holds it
         mask = masks[name]
         base = base_state_dict[name]
         if base.shape != param.shape or mask.shape != param.shape:

@@ -33,7 +33,11 @@ On a `TransformerBridge` the same rules act on the HF parameters themselves (`_b
 head h of layer l is rows `h*d_head:(h+1)*d_head` of `q_proj` (weight and bias) and the same
 columns of `o_proj.weight`; KV group g is those rows of `k_proj` / `v_proj` (each head's own
 rows when there is no grouping); `o_proj.bias` is `b_O`; the HF norm modules the bridge maps and
-the QK-norms follow the norm policies; everything else is frozen.
+the QK-norms follow the norm policies; everything else is frozen. GPT-2's fused Conv1D `c_attn`
+is masked through the q/k/v views the bridge splits it into (`bridge.split_views`): each view's
+mask is written into `c_attn`'s mask at the same memory, so head h is columns `i*D + h*d_head ...`
+of `c_attn` (i = 0, 1, 2 for q, k, v; D = n_heads * d_head), and rows `h*d_head:(h+1)*d_head` of
+the Conv1D `c_proj`. NeoX's fused `query_key_value`, which the bridge copies, is refused.
 
 `full_masks` (full fine-tuning) and `ln_only_masks` (no heads, norms only) are the two controls.
 `masked_training` applies masks to a model for the duration of a `with` block.
@@ -49,7 +53,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 
 from circuit_transfer.models.backend import AbstractAttention, LayerNorm, Model, RMSNorm
-from circuit_transfer.models.bridge import attention_params, is_bridge, norm_modules
+from circuit_transfer.models.bridge import attention_params, is_bridge, norm_modules, split_views
 
 ParamMasks = dict[str, torch.Tensor]
 """Parameter name (as in `model.named_parameters()`) -> 0/1 tensor of that parameter's shape,
@@ -333,7 +337,9 @@ def _bridge_masks(model: Model, selected: tuple[Head, ...], policy: MaskPolicy) 
                 )
             for param in linear.parameters():
                 plan[id(param)] = ("rows", blocks, ap.d_head)
-        plan[id(ap.o.weight)] = ("cols", heads, ap.d_head)
+        plan[id(ap.o.weight)] = (ap.o_heads_axis, heads, ap.d_head)
+        for param in ap.fused:
+            plan[id(param)] = False  # filled from the views of it below
         if ap.o.bias is not None:
             plan[id(ap.o.bias)] = policy.b_O == "any-head" and bool(heads)
         for norm in (ap.q_norm, ap.k_norm):
@@ -355,6 +361,8 @@ def _bridge_masks(model: Model, selected: tuple[Head, ...], policy: MaskPolicy) 
             for i in blocks:
                 (mask[i * d : (i + 1) * d] if axis == "rows" else mask[:, i * d : (i + 1) * d]).fill_(1)
         masks[name] = mask
+    for name, (owner, view) in split_views(model).items():
+        view(masks[owner]).copy_(masks[name])  # the same memory: a view's entry is its owner's
     return masks
 
 

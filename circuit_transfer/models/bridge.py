@@ -17,16 +17,19 @@ rows `h * d_head : (h + 1) * d_head`, and of o_proj `[d_model, n_heads * d_head]
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from transformers import (
+    AutoModelForCausalLM,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.pytorch_utils import Conv1D
 
 from circuit_transfer.models.backend import TransformerBridge
 from circuit_transfer.models.hf_convert import read_hf_dir
@@ -89,18 +92,93 @@ def load_bridge_hf_dir(
     return bridge_from_hf(hf_model, tokenizer, model_name=Path(path).name, device=device, dtype=dtype)
 
 
+def _hf_keys(bridge: TransformerBridge) -> list[tuple[str, nn.Parameter, str | None]]:
+    """(bridge name, parameter, its HF state-dict key or None) for every parameter of the bridge.
+
+    The bridge installs itself inside the HF module tree, so a parameter can have several names
+    (GPT-2's `c_attn.weight` is first reached as `attn.qkv`), and the bridge adds parameters of its
+    own (GPT-2's split q/k/v, the lm_head bias). The HF key is the name the architecture's own
+    state dict has, read from an empty copy of it on the meta device.
+    """
+    with torch.device("meta"):
+        hf_keys = set(AutoModelForCausalLM.from_config(bridge.original_model.config).state_dict())
+    names: dict[int, list[str]] = {}
+    for name, param in bridge.named_parameters(remove_duplicate=False):
+        names.setdefault(id(param), []).append(hf_param_name(name))
+    out = []
+    for name, param in bridge.named_parameters():
+        known = [n for n in names[id(param)] if n in hf_keys]
+        out.append((name, param, known[0] if known else None))
+    return out
+
+
+def split_views(bridge: TransformerBridge) -> dict[str, tuple[str, Callable[[Tensor], Tensor]]]:
+    """The bridge's own parameters that are views into an HF parameter: name -> (the owner's bridge
+    name, a function taking a tensor of the owner's shape and returning the same view of it).
+
+    GPT-2's fused `c_attn` (Conv1D, `[d_model, 3 * n_heads * d_head]`) is split at boot into q, k
+    and v `nn.Linear`s whose weights are `c_attn.weight[:, i*D:(i+1)*D].T` and biases slices of
+    `c_attn.bias`: views sharing its memory. The forward runs them, so they get the gradients, and
+    every update lands in `c_attn`. The relation is read off the memory (offset, strides), not
+    assumed from a layout. (NeoX's split q/k/v are copies, not views: none here.)
+    """
+    entries = _hf_keys(bridge)
+    owners = [(name, param) for name, param, key in entries if key is not None]
+    out = {}
+    for name, param, key in entries:
+        if key is not None:
+            continue
+        owner = next(((n, o) for n, o in owners if _inside(param, o)), None)
+        if owner is None:
+            continue  # memory of its own
+        if not owner[1].is_contiguous():
+            raise NotImplementedError(f"{name} is a view of a non-contiguous parameter: no layout rule")
+        size, stride = tuple(param.shape), param.stride()
+        offset = param.storage_offset() - owner[1].storage_offset()
+
+        def view(t: Tensor, size=size, stride=stride, offset=offset) -> Tensor:
+            return t.as_strided(size, stride, t.storage_offset() + offset)
+
+        out[name] = (owner[0], view)
+    return out
+
+
+def _inside(view: Tensor, owner: Tensor) -> bool:
+    """Whether every element of `view` lies in the memory of `owner` (same storage, within its extent)."""
+    if view.untyped_storage().data_ptr() != owner.untyped_storage().data_ptr() or view.numel() == 0:
+        return False
+    first = view.storage_offset()
+    last = first + sum((n - 1) * st for n, st in zip(view.shape, view.stride()))
+    return owner.storage_offset() <= first and last < owner.storage_offset() + owner.numel()
+
+
+def checkpoint_params(bridge: TransformerBridge) -> dict[str, nn.Parameter]:
+    """The parameters a bridge checkpoint holds, by key: the HF state-dict key where the parameter
+    has one (tied weights once), else its bridge name less `._original_component` (memory the
+    bridge made: NeoX's split q/k/v copies, the lm_head bias). The bridge's views into an HF
+    parameter (`split_views`) are skipped: their owner is saved."""
+    views = split_views(bridge)
+    return {key or hf_param_name(name): p for name, p, key in _hf_keys(bridge) if name not in views}
+
+
 def hf_state_dict(bridge: TransformerBridge) -> dict[str, torch.Tensor]:
-    """The bridge's parameters under their HF state-dict keys (tied weights once), detached."""
-    return {hf_param_name(name): p.detach() for name, p in bridge.named_parameters()}
+    """`checkpoint_params`, detached."""
+    return {key: p.detach() for key, p in checkpoint_params(bridge).items()}
 
 
 @dataclass(frozen=True)
 class AttentionParams:
-    """The HF modules of one attention layer, as the head masks need them.
+    """The modules of one attention layer, as the head masks need them.
 
     Attributes:
-        q, k, v, o: the HF linears (`q_proj`, `k_proj`, `v_proj`, `o_proj`); k and v have
+        q, k, v: the linears the forward runs (`q_proj`, `k_proj`, `v_proj`; for GPT-2 the
+            bridge's q/k/v views into `c_attn`), `[n * d_head, d_model]`: k and v have
             `n_kv_heads * d_head` output rows (grouped-query attention when n_kv_heads < n_heads).
+        o: the output projection: an `nn.Linear` `[d_model, n_heads * d_head]` (`o_proj`, a head
+            is a block of columns) or GPT-2's Conv1D `c_proj` `[n_heads * d_head, d_model]` (a
+            head is a block of rows); `o_heads_axis` says which.
+        fused: the fused QKV parameters (GPT-2's `c_attn` weight and bias) whose memory q, k and v
+            view: their masks are the views' masks (`split_views`), or () without fusion.
         q_norm, k_norm: the HF QK-norm modules (Qwen3, Gemma 3, OLMo 2), or None.
     """
 
@@ -108,7 +186,9 @@ class AttentionParams:
     q: nn.Linear
     k: nn.Linear
     v: nn.Linear
-    o: nn.Linear
+    o: nn.Module
+    o_heads_axis: Literal["rows", "cols"]
+    fused: tuple[nn.Parameter, ...]
     q_norm: nn.Module | None
     k_norm: nn.Module | None
     n_heads: int
@@ -124,36 +204,63 @@ def _hf_module(component: Any, what: str) -> nn.Module:
 
 
 def attention_params(bridge: TransformerBridge) -> list[AttentionParams]:
-    """Per layer, the HF q/k/v/o linears and QK-norms (separate projections only).
+    """Per layer, the q/k/v/o projections the forward runs, the fused QKV parameters they view,
+    and the QK-norms.
 
     Raises:
-        NotImplementedError: an architecture whose attention fuses Q, K and V into one
-            projection (GPT-2's `c_attn`, NeoX's `query_key_value`): the bridge shows split views
-            of it, so a head mask on the split weights would not reach the real parameter.
+        NotImplementedError: a fused QKV projection that the bridge copies rather than views
+            (NeoX's `query_key_value`, whose per-head interleaved q/k/v rows no 2-D view can
+            split): the forward then runs copies, training them leaves the HF parameter stale,
+            so no head mask on either is the whole truth; or a projection of another type.
     """
     cfg = bridge.cfg
     n_kv = cfg.n_key_value_heads or cfg.n_heads
+    views = (
+        split_views(bridge) if any(getattr(b.attn, "qkv", None) is not None for b in bridge.blocks) else {}
+    )
+    params = dict(bridge.named_parameters())
+    names = {id(p): n for n, p in params.items()}
     out = []
     for layer, block in enumerate(bridge.blocks):
         attn = block.attn
+        linears = {part: _hf_module(getattr(attn, part), f"blocks.{layer}.attn.{part}") for part in "qkvo"}
+        fused: tuple[nn.Parameter, ...] = ()
         if getattr(attn, "qkv", None) is not None:
-            raise NotImplementedError(
-                f"head masks on the bridge need separate q/k/v projections; layer {layer} of "
-                f"{cfg.model_name!r} fuses them ({type(attn).__name__}). Use backend='hooked' for this model."
-            )
-        linears = {}
-        for part in ("q", "k", "v", "o"):
-            module = _hf_module(getattr(attn, part), f"blocks.{layer}.attn.{part}")
-            if not isinstance(module, nn.Linear):
+            owners = {
+                views[names[id(p)]][0]
+                for part in "qkv"
+                for p in linears[part].parameters()
+                if names[id(p)] in views
+            }
+            if not owners or any(
+                names[id(p)] not in views for part in "qkv" for p in linears[part].parameters()
+            ):
                 raise NotImplementedError(
-                    f"blocks.{layer}.attn.{part} is a {type(module).__name__}, not nn.Linear: no head-mask rule"
+                    f"head masks on the bridge: layer {layer} of {cfg.model_name!r} fuses Q, K and V "
+                    f"({type(attn).__name__}) and the bridge runs copies of them, not views: training "
+                    "would leave the fused HF parameter stale. Use backend='hooked' for this model."
                 )
-            linears[part] = module
+            fused = tuple(params[n] for n in sorted(owners))
+        for part in "qkv":
+            if not isinstance(linears[part], nn.Linear):
+                raise NotImplementedError(
+                    f"blocks.{layer}.attn.{part} is a {type(linears[part]).__name__}, not nn.Linear: no head-mask rule"
+                )
+        if isinstance(linears["o"], Conv1D):
+            o_axis: Literal["rows", "cols"] = "rows"
+        elif isinstance(linears["o"], nn.Linear):
+            o_axis = "cols"
+        else:
+            raise NotImplementedError(
+                f"blocks.{layer}.attn.o is a {type(linears['o']).__name__}: no head-mask rule"
+            )
         norms = [getattr(attn, n, None) for n in ("q_norm", "k_norm")]
         out.append(
             AttentionParams(
                 layer=layer,
                 **linears,
+                o_heads_axis=o_axis,
+                fused=fused,
                 q_norm=None if norms[0] is None else _hf_module(norms[0], "q_norm"),
                 k_norm=None if norms[1] is None else _hf_module(norms[1], "k_norm"),
                 n_heads=cfg.n_heads,

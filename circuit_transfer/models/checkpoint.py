@@ -36,7 +36,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from circuit_transfer.choices import BACKENDS
 from circuit_transfer.io import atomic_write_dir, read_json
 from circuit_transfer.models.backend import HookedTransformer, HookedTransformerConfig, Model
-from circuit_transfer.models.bridge import bridge_from_hf, hf_param_name, hf_state_dict, is_bridge
+from circuit_transfer.models.bridge import bridge_from_hf, checkpoint_params, hf_state_dict, is_bridge
 from circuit_transfer.models.hf_convert import hooked_from_hf
 from circuit_transfer.models.tokenizer import attach_tokenizer
 from circuit_transfer.tasks import Task
@@ -254,7 +254,7 @@ def _load_bridge_checkpoint(
         hf_model.load_state_dict(state, strict=False)  # tied weights are stored once
         return hooked_from_hf(hf_model, tokenizer, name, device=device, dtype=dtype or saved_dtype)
     bridge = bridge_from_hf(hf_model, tokenizer, name, device=device, dtype=dtype or saved_dtype)
-    params = {hf_param_name(n): p for n, p in bridge.named_parameters()}
+    params = checkpoint_params(bridge)
     _check_names(path, set(params), state)
     with torch.no_grad():
         for key, param in params.items():

@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor
 
-from circuit_transfer.models.bridge import is_bridge
+from circuit_transfer.models.bridge import is_bridge, split_views
 
 TIED_COPY = "unembed.W_U"
 TIED_ORIGINAL = "embed.W_E"
@@ -36,8 +36,15 @@ def tied_copies(model) -> dict[str, tuple[str, Callable[[Tensor], Tensor]]]:
     Raises:
         ValueError: the config says the embeddings are tied but the shapes do not match.
     """
-    if is_bridge(model) or not getattr(model.cfg, "tie_word_embeddings", False):
-        return {}  # a TransformerBridge runs the HF module: tied weights are one Parameter, listed once
+    if is_bridge(model):
+        # The HF module's tied weights are one Parameter, listed once; the bridge's views into a
+        # fused HF parameter (GPT-2's split q/k/v of c_attn) are copies of entries of their owner.
+        shapes = {name: p.shape for name, p in model.named_parameters()}
+        return {
+            name: (owner, _scatter(shapes[owner], view)) for name, (owner, view) in split_views(model).items()
+        }
+    if not getattr(model.cfg, "tie_word_embeddings", False):
+        return {}
     params = dict(model.named_parameters())
     copy, original = params.get(TIED_COPY), params.get(TIED_ORIGINAL)
     if copy is None or original is None or tuple(copy.T.shape) != tuple(original.shape):
@@ -47,6 +54,17 @@ def tied_copies(model) -> dict[str, tuple[str, Callable[[Tensor], Tensor]]]:
             "set cfg.tie_word_embeddings = False if this model's embeddings are not tied."
         )
     return {TIED_COPY: (TIED_ORIGINAL, lambda t: t.T)}
+
+
+def _scatter(shape: torch.Size, view: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    """A map from a view's layout to its owner's: the view's entries in place, zeros elsewhere."""
+
+    def to_owner(t: Tensor) -> Tensor:
+        out = torch.zeros(shape, dtype=t.dtype, device=t.device)
+        view(out).copy_(t)
+        return out
+
+    return to_owner
 
 
 def count_parameters(model, selected: Mapping[str, Tensor] | None = None) -> int:

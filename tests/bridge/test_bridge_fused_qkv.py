@@ -1,0 +1,108 @@
+"""Head masks on a bridge whose attention fuses Q, K and V: GPT-2's Conv1D `c_attn`.
+
+At boot the bridge splits `c_attn` (`[d_model, 3 * n_heads * d_head]`) into q, k and v linears
+that are *views* of it; the forward runs the views, so the masks act on them and, through the
+same memory, on `c_attn`. Independent answers: the HookedTransformer that TransformerLens converts
+from the same weights (its masks, read in `c_attn`'s Conv1D layout, must be the bridge's), the
+bit patterns after training and resume, and the HF checkpoint loaded on both backends. NeoX's
+`query_key_value`, which the bridge copies instead of viewing, is refused.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from test_bridge_backend import HEADS, POLICIES, _bits, _tokens, _train
+
+from circuit_transfer.delta import apply_delta, extract_delta
+from circuit_transfer.masking import MaskPolicy, head_grad_masks, trainable_set
+from circuit_transfer.models import load_model, save_checkpoint
+from circuit_transfer.models.backend import HAS_HOOKED
+from circuit_transfer.models.bridge import hf_param_name
+from circuit_transfer.models.params import count_parameters
+
+pytestmark = pytest.mark.bridge
+needs_hooked = pytest.mark.skipif(
+    not HAS_HOOKED, reason="compares with HookedTransformer (TransformerLens 3.x)"
+)
+
+
+def _in_tl_layout(masks: dict, layer: int, n_heads: int, d_head: int) -> dict[str, torch.Tensor]:
+    """The bridge's masks of one GPT-2 layer in TransformerLens's layout: `c_attn` column
+    `i*D + h*d_head + j` is `W_{Q,K,V}[h, :, j]`, `c_proj` row `h*d_head + j` is `W_O[h, j]`."""
+    D = n_heads * d_head
+    fused = masks[f"transformer.h.{layer}.attn.qkv.weight"]
+    bias = masks[f"transformer.h.{layer}.attn.qkv.bias"]
+    out = {}
+    for i, x in enumerate("QKV"):
+        out[f"W_{x}"] = fused[:, i * D : (i + 1) * D].reshape(-1, n_heads, d_head).permute(1, 0, 2)
+        out[f"b_{x}"] = bias[i * D : (i + 1) * D].reshape(n_heads, d_head)
+    out["W_O"] = masks[f"transformer.h.{layer}.attn.o.weight"].reshape(n_heads, d_head, -1)
+    out["b_O"] = masks[f"transformer.h.{layer}.attn.o.bias"]
+    return out
+
+
+@needs_hooked
+@pytest.mark.parametrize("policy_name", list(POLICIES))
+def test_gpt2_fused_masks_are_the_hooked_masks_in_conv1d_layout(policy_name, hf_dir):
+    policy = POLICIES[policy_name]
+    bridge = load_model(hf_dir("gpt2"), device="cpu", backend="bridge")
+    hooked = load_model(hf_dir("gpt2"), device="cpu", backend="hooked")
+    masks = {hf_param_name(n): m for n, m in head_grad_masks(bridge, HEADS, policy).items()}
+    expected = head_grad_masks(hooked, HEADS, policy)
+    cfg = bridge.cfg
+    for layer in range(cfg.n_layers):
+        for attr, mask in _in_tl_layout(masks, layer, cfg.n_heads, cfg.d_head).items():
+            assert torch.equal(mask, expected[f"blocks.{layer}.attn.{attr}"]), (layer, attr)
+    assert count_parameters(bridge) == count_parameters(hooked)  # the views are not counted twice
+    assert count_parameters(bridge) < sum(p.numel() for p in bridge.parameters())
+    assert count_parameters(bridge, head_grad_masks(bridge, HEADS, policy)) == count_parameters(
+        hooked, expected
+    )
+
+
+@pytest.mark.parametrize("policy_name", ["default", "bO-any-kv-never", "norms-frozen"])
+def test_gpt2_masked_entries_bit_identical_after_training_with_resume(policy_name, hf_dir, tmp_path):
+    policy = POLICIES[policy_name]
+    model = load_model(hf_dir("gpt2"), device="cpu", backend="bridge")
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    _train(model, HEADS, policy, steps=6, tmp_path=tmp_path, save_at=3)
+    fresh = load_model(hf_dir("gpt2"), device="cpu", backend="bridge")
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.add_(1.0)  # everything must come from the saved state
+    tset = _train(fresh, HEADS, policy, steps=6, tmp_path=tmp_path, resume_from=tmp_path / "state.pt")
+    after = dict(fresh.named_parameters())
+    for name, mask in tset.masks.items():
+        frozen = mask == 0
+        assert torch.equal(_bits(after[name].detach()[frozen]), _bits(before[name][frozen])), name
+        assert after[name].detach()[~frozen].ne(before[name][~frozen]).all(), name
+    changed = {hf_param_name(n) for n in after if not torch.equal(after[n].detach(), before[n])}
+    assert {"transformer.h.0.attn.qkv.weight", "transformer.h.1.attn.o.weight"} <= changed
+    assert not any(".mlp." in n or ".wte." in n or ".wpe." in n or "lm_head" in n for n in changed)
+
+
+@needs_hooked
+def test_gpt2_bridge_checkpoint_holds_hf_weights_and_a_delta_reproduces_training(hf_dir, tmp_path):
+    model = load_model(hf_dir("gpt2"), device="cpu", backend="bridge")
+    ckpt = save_checkpoint(model, tmp_path / "proxy")  # the views share c_attn's memory: saved once
+    base = {n: p.detach().clone() for n, p in model.named_parameters()}
+    tset = _train(model, HEADS, MaskPolicy(), steps=3, tmp_path=tmp_path)
+    delta = extract_delta(model, base, tset.masks)
+    reloaded = load_model(ckpt)
+    for (name, p), q in zip(reloaded.named_parameters(), base.values()):
+        assert torch.equal(_bits(p.detach()), _bits(q)), name
+    apply_delta(reloaded, delta)
+    tokens = _tokens(model)
+    with torch.no_grad():
+        assert torch.equal(reloaded(tokens), model(tokens))
+        as_hooked = load_model(save_checkpoint(model, tmp_path / "trained"), backend="hooked")
+        torch.testing.assert_close(as_hooked(tokens), model(tokens), rtol=0, atol=1e-4)
+
+
+def test_neox_fused_qkv_is_refused_clearly(hf_dir):
+    bridge = load_model(hf_dir("neox"), device="cpu", backend="bridge")
+    with pytest.raises(
+        NotImplementedError, match=r"fuses Q, K and V .* runs copies of them, not views.*backend='hooked'"
+    ):
+        trainable_set(bridge, HEADS)
