@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_bridge_backend import HEADS, POLICIES, _bits, _tokens, _train
+from test_bridge_backend import HEADS, POLICIES, _bits, _tokens, _train, train_with_resume_and_check_bits
 
 from circuit_transfer.delta import apply_delta, extract_delta
 from circuit_transfer.masking import MaskPolicy, head_grad_masks, trainable_set
@@ -63,21 +63,7 @@ def test_gpt2_fused_masks_are_the_hooked_masks_in_conv1d_layout(policy_name, hf_
 
 @pytest.mark.parametrize("policy_name", ["default", "bO-any-kv-never", "norms-frozen"])
 def test_gpt2_masked_entries_bit_identical_after_training_with_resume(policy_name, hf_dir, tmp_path):
-    policy = POLICIES[policy_name]
-    model = load_model(hf_dir("gpt2"), device="cpu", backend="bridge")
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    _train(model, HEADS, policy, steps=6, tmp_path=tmp_path, save_at=3)
-    fresh = load_model(hf_dir("gpt2"), device="cpu", backend="bridge")
-    with torch.no_grad():
-        for p in fresh.parameters():
-            p.add_(1.0)  # everything must come from the saved state
-    tset = _train(fresh, HEADS, policy, steps=6, tmp_path=tmp_path, resume_from=tmp_path / "state.pt")
-    after = dict(fresh.named_parameters())
-    for name, mask in tset.masks.items():
-        frozen = mask == 0
-        assert torch.equal(_bits(after[name].detach()[frozen]), _bits(before[name][frozen])), name
-        assert after[name].detach()[~frozen].ne(before[name][~frozen]).all(), name
-    changed = {hf_param_name(n) for n in after if not torch.equal(after[n].detach(), before[n])}
+    changed = train_with_resume_and_check_bits(hf_dir("gpt2"), POLICIES[policy_name], tmp_path)
     assert {"transformer.h.0.attn.qkv.weight", "transformer.h.1.attn.o.weight"} <= changed
     assert not any(".mlp." in n or ".wte." in n or ".wpe." in n or "lm_head" in n for n in changed)
 
