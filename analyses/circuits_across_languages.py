@@ -25,7 +25,7 @@ from common import (  # noqa: E402
     ci95,
     common_parser,
     default_out,
-    discovery_pool,
+    discovery_sample,
     ensure_proxy,
     head_scores,
     jsonable,
@@ -82,28 +82,23 @@ def discover_all(out: Path, proxy: Path, s: dict, data_dir=None) -> dict:
     from circuit_transfer.data import load_split
     from circuit_transfer.models import load_model
     from circuit_transfer.proxy import task_of_checkpoint
-    from circuit_transfer.tasks import balanced_sample
 
     task = task_of_checkpoint(proxy)
-    ids = [
-        ex.id
-        for ex in balanced_sample(
-            discovery_pool(task, s["proxy_lang"], data_dir),
-            s["discovery_per_class"],
-            s["seed"],
-            task.n_labels,
-        )
-    ]
+    sample = discovery_sample(task, s["proxy_lang"], s["discovery_per_class"], s["seed"], data_dir)
+    ids = [ex.id for ex in sample]
+    splits = ("valid", "train")  # where discovery_sample draws from (NusaX ids differ across splits)
     model = None
     scores = {}
     for lang in s["langs"]:
         path = out / "scores" / f"{lang}.json"
         if model is None and not path.exists():
             model = load_model(str(proxy))
-        rows = {ex.id: ex for ex in load_split(task.name, lang, "valid", data_dir)}
+        rows = {ex.id: ex for split in splits for ex in load_split(task.name, lang, split, data_dir)}
         missing = [i for i in ids if i not in rows]
         if missing:
-            raise ValueError(f"{lang} valid lacks sentence ids {missing[:5]}: NusaX should be parallel.")
+            raise ValueError(
+                f"{lang} valid+train lacks sentence ids {missing[:5]}: NusaX should be parallel."
+            )
         scores[lang] = head_scores(
             proxy, task, lang, s["discovery_per_class"], path, estimator=s["estimator"], stabilize=s["stabilize"], max_len=s["max_len"],
             batch_size=s["batch_size"], data_dir=data_dir, model=model, examples=[rows[i] for i in ids],
@@ -117,14 +112,13 @@ def discover_resamples(out: Path, proxy: Path, s: dict, main_ids: list, data_dir
     Two discovery sets in the *same* language measure how much a circuit moves from sampling alone: a
     cross-language similarity is only evidence of a different circuit where it falls below this."""
     from circuit_transfer.proxy import task_of_checkpoint
-    from circuit_transfer.tasks import balanced_sample
 
     task = task_of_checkpoint(proxy)
-    taken = set(main_ids)
-    pool = [ex for ex in discovery_pool(task, s["proxy_lang"], data_dir) if ex.id not in taken]
     scores = {}
     for seed in s["resamples"]:
-        examples = balanced_sample(pool, s["discovery_per_class"], seed, task.n_labels)
+        examples = discovery_sample(
+            task, s["proxy_lang"], s["discovery_per_class"], seed, data_dir, exclude_ids=main_ids
+        )
         path = out / "scores" / f"{s['proxy_lang']}-resample{seed}.json"
         scores[seed] = head_scores(
             proxy, task, s["proxy_lang"], s["discovery_per_class"], path, estimator=s["estimator"], stabilize=s["stabilize"],

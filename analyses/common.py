@@ -232,21 +232,20 @@ def head_scores(
     model=None,
     examples=None,
 ):
-    """Relevance of every head of `proxy` on a label-balanced discovery set from `lang`'s valid split.
+    """Relevance of every head of `proxy` on a label-balanced discovery set (`discovery_sample`).
 
     Cached as a circuit JSON (top-1 circuit carrying all scores) at `path`, with the settings that
     made it (the proxy's weight fingerprint, language, sample, estimator, max_len); a cached file made
-    with other settings is refused, never silently reused. The discovery set uses the valid split,
-    so it never overlaps the training subsets or the test sets. `examples` overrides the sample
+    with other settings is refused, never silently reused. The discovery set never holds a test
+    sentence (valid first, then train where valid is too small). `examples` overrides the sample
     (e.g. the same sentence ids in several languages).
     """
     from circuit_transfer.discovery import Circuit, head_relevance, select_top_k
     from circuit_transfer.models import checkpoint_fingerprint, load_model
-    from circuit_transfer.tasks import balanced_sample
 
     path = Path(path)
     if examples is None:
-        examples = balanced_sample(discovery_pool(task, lang, data_dir), per_class, seed, task.n_labels)
+        examples = discovery_sample(task, lang, per_class, seed, data_dir)
     settings = {
         "proxy_fingerprint": checkpoint_fingerprint(proxy),
         "lang": lang,
@@ -293,6 +292,43 @@ def discovery_pool(task, lang: str, data_dir=None):
     if task.name == "nusax-senti":
         return load_split(task.name, lang, "valid", data_dir)
     return load_train_valid(task.name, lang, data_dir)[1]
+
+
+def discovery_sample(task, lang: str, per_class: int, seed: int, data_dir=None, exclude_ids=()) -> list:
+    """A label-balanced discovery sample: held-out sentences first, then training sentences, never test.
+
+    While the held-out pool (`discovery_pool`) has `per_class` sentences of every label, this is
+    `balanced_sample` of that pool (the first round's samples, unchanged). NusaX valid has only
+    38/24/38 sentences per label, so a larger sample (the pre-registered 150 sentences, 50 per
+    label) takes each label's valid sentences and fills the rest from train, seeded
+    (analyses/README.md, "Second round"). `exclude_ids` keeps a sample disjoint from another.
+    """
+    import random
+
+    from circuit_transfer.data import load_split
+    from circuit_transfer.tasks import balanced_sample
+
+    excluded = set(exclude_ids)
+    held_out = [ex for ex in discovery_pool(task, lang, data_dir) if ex.id not in excluded]
+    counts = [sum(ex.label == label for ex in held_out) for label in range(task.n_labels)]
+    if min(counts) >= per_class or task.name != "nusax-senti":
+        return balanced_sample(held_out, per_class, seed, task.n_labels)
+    train = [ex for ex in load_split(task.name, lang, "train", data_dir) if ex.id not in excluded]
+    rng = random.Random(seed)
+    chosen = []
+    for label in range(task.n_labels):
+        first = [ex for ex in held_out if ex.label == label]
+        then = [ex for ex in train if ex.label == label]
+        rng.shuffle(first)
+        rng.shuffle(then)
+        if len(first) + len(then) < per_class:
+            raise ValueError(
+                f"Cannot take {per_class} discovery sentences of label {label} in {lang}: valid and train "
+                f"hold {len(first) + len(then)} (after excluding {len(excluded)}); use a smaller size."
+            )
+        chosen.extend((first + then)[:per_class])
+    rng.shuffle(chosen)
+    return chosen
 
 
 def k_heads(k: float, n_total: int) -> int:

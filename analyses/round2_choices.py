@@ -1,0 +1,86 @@
+"""The second round's pre-registered choices, read from the JSON the earlier steps wrote.
+
+`analyses/round2.sh` asks this script for the values later steps need, so that no choice is typed
+by hand after looking at results (analyses/README.md, "Second round: pre-registration"):
+
+- `d`: discovery sentences per label for the transfer runs: the CD-T size recommended by
+  `discovery_size.py` (the smallest of its sizes with mean split-half Jaccard >= 0.5 and Spearman
+  >= 0.8, else the largest), divided by the 3 labels.
+- `ret`: the untouched retention language: among the languages that are neither the proxy nor a
+  pre-registered target, those whose proxy readout is not degenerate
+  (`circuit_transfer.evaluate.degenerate_readout`), the one with the highest macro-F1.
+- `proxy-summary`: copies the proxy checkpoint's metadata (training curve, test scores, wall time)
+  into the results folder as `proxy-<lang>.json`, so the committed results record the proxy.
+
+    python analyses/round2_choices.py ret --results analyses/results/round2/gemma3-270m
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from circuit_transfer.evaluate import degenerate_readout
+from circuit_transfer.io import atomic_write_json, read_json
+from circuit_transfer.models import read_checkpoint_metadata
+
+NUSAX_PROXY = "ind"
+NUSAX_TARGETS = ("jav", "bug", "sun", "min")
+"""Every NusaX target of the pre-registered families (primary jav, bug; secondary sun, min)."""
+N_LABELS = 3
+
+
+def discovery_per_class(results: Path) -> int:
+    path = results / "discovery_size" / "stability.json"
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: run the discovery-cdt step first (analyses/round2.sh)")
+    recommended = read_json(path)["summary"]["recommended"]
+    if "cdt" not in recommended:
+        raise SystemExit(f"{path} has no CD-T row: run discovery_size.py with --estimators cdt")
+    return recommended["cdt"]["size"] // N_LABELS
+
+
+def retention_language(results: Path) -> str:
+    path = results / "readouts" / "eval-ind.json"
+    if not path.exists():
+        raise SystemExit(f"{path} is missing: run the readouts step first (analyses/round2.sh)")
+    candidates = []
+    for row in read_json(path)["results"]:
+        if row["lang"] in (NUSAX_PROXY, *NUSAX_TARGETS):
+            continue
+        why = degenerate_readout(row["predicted_counts"])
+        if why is None:
+            candidates.append((row["macro_f1"], row["lang"]))
+        else:
+            print(f"[round2] {row['lang']} not a retention candidate: {why}", file=sys.stderr)
+    if not candidates:
+        raise SystemExit(f"no language in {path} has a non-degenerate readout: no retention language")
+    return max(candidates)[1]
+
+
+def proxy_summary(results: Path, proxy: Path) -> Path:
+    meta = read_checkpoint_metadata(proxy)
+    out = results / f"proxy-{meta['lang']}.json"
+    atomic_write_json(out, {"checkpoint": str(proxy), **meta})
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("what", choices=("d", "ret", "proxy-summary"))
+    p.add_argument("--results", type=Path, required=True, help="analyses/results/round2/<model>")
+    p.add_argument("--proxy", type=Path, help="the proxy checkpoint (proxy-summary)")
+    args = p.parse_args(argv)
+    if args.what == "d":
+        print(discovery_per_class(args.results))
+    elif args.what == "ret":
+        print(retention_language(args.results))
+    else:
+        if args.proxy is None:
+            raise SystemExit("proxy-summary needs --proxy DIR")
+        print(f"[round2] wrote {proxy_summary(args.results, args.proxy)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""The second round's pre-registered choices (`analyses/round2_choices.py`) on hand-made JSON."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
+
+from round2_choices import discovery_per_class, retention_language  # noqa: E402
+
+from circuit_transfer.io import atomic_write_json  # noqa: E402
+
+
+def _readouts(tmp_path: Path, rows: list[tuple[str, float, list[int]]]) -> Path:
+    results = [{"lang": lang, "macro_f1": f1, "predicted_counts": counts} for lang, f1, counts in rows]
+    atomic_write_json(tmp_path / "readouts" / "eval-ind.json", {"results": results})
+    return tmp_path
+
+
+def test_retention_is_the_best_non_degenerate_language_that_is_neither_proxy_nor_target(tmp_path):
+    results = _readouts(
+        tmp_path,
+        [
+            ("ind", 0.9, [130, 130, 140]),  # the proxy: never
+            ("jav", 0.8, [130, 130, 140]),  # a target: never
+            ("min", 0.8, [130, 130, 140]),  # a secondary target: never
+            ("eng", 0.7, [10, 370, 20]),  # one label takes 92%: degenerate
+            ("mad", 0.6, [200, 190, 10]),  # a label under 5%: degenerate
+            ("ban", 0.5, [150, 100, 150]),
+            ("bjn", 0.55, [140, 120, 140]),
+        ],
+    )
+    assert retention_language(results) == "bjn"
+
+
+def test_no_usable_retention_language_is_refused(tmp_path):
+    results = _readouts(tmp_path, [("ind", 0.9, [130, 130, 140]), ("eng", 0.7, [10, 370, 20])])
+    with pytest.raises(SystemExit, match="non-degenerate"):
+        retention_language(results)
+
+
+def test_discovery_size_is_the_recommended_cdt_size_per_label(tmp_path):
+    recommended = {"cdt": {"size": 90, "stable": True}, "attribution": {"size": 30, "stable": True}}
+    atomic_write_json(tmp_path / "discovery_size" / "stability.json", {"summary": {"recommended": recommended}})
+    assert discovery_per_class(tmp_path) == 30
+
+
+def test_missing_inputs_name_the_step_to_run(tmp_path):
+    with pytest.raises(SystemExit, match="discovery-cdt"):
+        discovery_per_class(tmp_path)
+    with pytest.raises(SystemExit, match="readouts"):
+        retention_language(tmp_path)
+
+
+def test_discovery_sample_fills_from_train_only_where_valid_is_short(data_dir):
+    """NusaX valid has 38/24/38 sentences per label: 50 per label takes all of a label's valid
+    sentences first, then train ones, never test; small samples are the first round's unchanged."""
+    from common import discovery_pool, discovery_sample
+
+    from circuit_transfer.data import load_split
+    from circuit_transfer.tasks import balanced_sample, get_task
+
+    task = get_task("nusax-senti")
+    valid = discovery_pool(task, "ind", data_dir)
+    small = discovery_sample(task, "ind", 10, 0, data_dir)
+    assert [ex.id for ex in small] == [ex.id for ex in balanced_sample(valid, 10, 0, 3)]
+
+    big = discovery_sample(task, "ind", 50, 0, data_dir)
+    assert [ex.id for ex in big] == [ex.id for ex in discovery_sample(task, "ind", 50, 0, data_dir)]
+    assert [sum(ex.label == label for ex in big) for label in range(3)] == [50, 50, 50]
+    assert len({ex.id for ex in big}) == 150
+    valid_ids = {ex.id for ex in valid}
+    test_ids = {ex.id for ex in load_split(task.name, "ind", "test", data_dir)}
+    assert not {ex.id for ex in big} & test_ids
+    assert valid_ids <= {ex.id for ex in big}  # 38/24/38 valid, all of them used before any train one
+
+    other = discovery_sample(task, "ind", 50, 1, data_dir, exclude_ids=[ex.id for ex in big])
+    assert not {ex.id for ex in other} & {ex.id for ex in big}
+    assert not {ex.id for ex in other} & valid_ids  # valid is used up by the first sample
