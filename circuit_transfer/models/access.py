@@ -253,3 +253,17 @@ def model_access(model: object, n_positions: int | None = None) -> ModelAccess:
         f"no model-access builder for {type(model).__name__}, so no CD-T on it: CD-T needs a "
         "HookedTransformer or a TransformerBridge"
     )
+
+
+def final_norm(model: object) -> Norm:
+    """The final norm of a model on either backend, as it is applied (Gemma's `1 + w` on the
+    bridge), without building the whole access: the views' direct read-out needs only this."""
+    from circuit_transfer.models.backend import TransformerBridge
+
+    if isinstance(model, TransformerBridge):
+        from circuit_transfer.models.access_bridge import bridge_final_norm
+
+        return bridge_final_norm(model)
+    from circuit_transfer.models.access_hooked import hooked_final_norm
+
+    return hooked_final_norm(model)

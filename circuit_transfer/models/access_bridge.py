@@ -111,6 +111,11 @@ def _norm(module: nn.Module, hook: str | None) -> Norm:
     raise NotImplementedError(f"CD-T on the bridge has no rule for the HF norm {name}")
 
 
+def bridge_final_norm(bridge: TransformerBridge) -> Norm:
+    """The Norm of the bridge's final norm (`models.access.final_norm`)."""
+    return _norm(_hf(bridge.ln_final), "ln_final")
+
+
 def _heads(linear: nn.Linear, n: int, d_head: int) -> tuple[Tensor, Tensor | None]:
     """A `[n * d_head, d_model]` projection as `W [n, d_model, d_head]` and `b [n, d_head]` (views)."""
     W = linear.weight.view(n, d_head, -1).transpose(1, 2)
@@ -251,7 +256,7 @@ def bridge_access(bridge: TransformerBridge, n_positions: int | None = None) -> 
     first_attn = blocks[0].attn
     return ModelAccess(
         blocks=tuple(blocks),
-        ln_final=_norm(_hf(bridge.ln_final), "ln_final"),
+        ln_final=bridge_final_norm(bridge),
         W_U=unembed.weight.T,
         b_U=_nonzero(unembed.bias),
         logits_soft_cap=soft_cap if soft_cap else None,

@@ -62,6 +62,11 @@ def _norm(module: nn.Module | None, hook: str | None) -> Norm:
     raise NotImplementedError(f"CD-T has no rule for norm module {type(module).__name__}")
 
 
+def hooked_final_norm(model: HookedTransformer) -> Norm:
+    """The Norm of the model's final norm (`models.access.final_norm`)."""
+    return _norm(getattr(model, "ln_final", None), "ln_final")
+
+
 def _attention(model: HookedTransformer, layer: int) -> Attention:
     cfg = model.cfg
     attn = model.blocks[layer].attn
@@ -221,7 +226,7 @@ def hooked_access(model: HookedTransformer) -> ModelAccess:
     soft_cap = cfg.output_logits_soft_cap
     return ModelAccess(
         blocks=tuple(blocks),
-        ln_final=_norm(getattr(model, "ln_final", None), "ln_final"),
+        ln_final=hooked_final_norm(model),
         W_U=model.unembed.W_U,
         b_U=_nonzero(model.unembed.b_U),
         logits_soft_cap=soft_cap if soft_cap is not None and soft_cap > 0 else None,

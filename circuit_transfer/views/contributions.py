@@ -34,6 +34,7 @@ from torch import Tensor
 from circuit_transfer.data import Example
 from circuit_transfer.discovery import Circuit, task_weights
 from circuit_transfer.discovery.relevance import Head
+from circuit_transfer.models.access import final_norm
 from circuit_transfer.models.backend import Model
 from circuit_transfer.readout import Margin
 from circuit_transfer.tasks import Task
@@ -73,16 +74,19 @@ def direct_readout(
     scale: Float[Tensor, ""] | None,
     direction: Float[Tensor, " d_model"],
 ) -> Float[Tensor, "..."]:
-    """`direction . norm(vectors)` with the final norm linearised (its scale frozen, bias dropped)."""
-    kind = model.cfg.normalization_type
-    if kind in ("LN", "LNPre"):
+    """`direction . norm(vectors)` with the final norm linearised (its scale frozen, bias dropped).
+
+    The norm is read through the model-access layer (`models.access.final_norm`), so its weight
+    is the one applied on either backend (a Gemma bridge's `1 + w`)."""
+    norm = final_norm(model)
+    if norm.centres:
         vectors = vectors - vectors.mean(-1, keepdim=True)
-    if kind is not None:
+    if norm.kind != "none":
         if scale is None:
-            raise ValueError(f"normalisation {kind!r} needs the final norm's scale.")
+            raise ValueError(f"normalisation {norm.kind!r} needs the final norm's scale.")
         vectors = vectors / scale
-        if kind in ("LN", "RMS"):
-            vectors = vectors * model.ln_final.w
+        if norm.weight is not None:
+            vectors = vectors * norm.weight
     return einops.einsum(vectors, direction, "... d_model, d_model -> ...")
 
 

@@ -1,5 +1,7 @@
 """The circuitsvis views on a TransformerBridge: the same patterns and token contributions as on the
-HookedTransformer of the same weights (both unprocessed), and the views render."""
+HookedTransformer of the same weights (both unprocessed), and the views render. The token
+contributions read the final norm through the model-access layer: on a Gemma bridge its weight
+is applied as `1 + w`, which the HF parameter alone does not say."""
 
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ def test_views_render_on_the_bridge(family, hf_dir):
 
 
 @pytest.mark.skipif(not HAS_HOOKED, reason="compares with HookedTransformer (TransformerLens 3.x)")
-@pytest.mark.parametrize("family", ["llama"])
+@pytest.mark.parametrize("family", ["llama", "gemma3", "gpt2"])  # GQA; final norm 1 + w; LayerNorm, Conv1D
 def test_view_numbers_equal_the_hooked_backend(family, hf_dir):
     models = [load_model(hf_dir(family), device="cpu", backend=b) for b in ("hooked", "bridge")]
     circuit = Circuit(heads=((0, 1), (1, 2)), n_layers=models[0].cfg.n_layers, n_heads=models[0].cfg.n_heads)
