@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from circuit_transfer.models.backend import Model
+from circuit_transfer.models.backend import Model, TransformerBridge
 
 BOS, EOS, PAD, UNK = "<|bos|>", "<|eos|>", "<|pad|>", "<|unk|>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK]  # ids 0..3 in this order
@@ -42,7 +42,12 @@ def attach_tokenizer(model: Model, tokenizer: PreTrainedTokenizerBase) -> Model:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token if tokenizer.eos_token is not None else tokenizer.unk_token
     tokenizer.padding_side = "right"
-    model.tokenizer = tokenizer
+    if isinstance(model, TransformerBridge):
+        # the bridge's `tokenizer` setter swaps in a copy with add_bos_token=True: keep the
+        # tokenizer's own behaviour, as on the hooked backend (SmolLM2's adds no BOS)
+        model._tokenizer = tokenizer
+    else:
+        model.tokenizer = tokenizer
     prepends = tokenizer_prepends_bos(tokenizer)
     model.cfg.tokenizer_prepends_bos = prepends
     model.cfg.default_prepend_bos = prepends

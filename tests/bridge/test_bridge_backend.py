@@ -233,3 +233,19 @@ def test_attribution_head_scores_equal_on_both_backends(hf_dir):
     ]
     assert scores[0].scores.abs().max() > 0
     torch.testing.assert_close(scores[1].scores, scores[0].scores, rtol=1e-4, atol=1e-6)
+
+
+def test_bridge_keeps_the_tokenizer_as_is(hf_dir):
+    """TransformerBridge's `tokenizer` setter swaps in a copy that always prepends BOS; ours keeps
+    the tokenizer's own behaviour (SmolLM2's adds none), as the hooked backend does."""
+    from transformers import AutoTokenizer
+
+    from circuit_transfer.models.bridge import bridge_from_hf
+    from circuit_transfer.models.hf_convert import read_hf_dir
+
+    hf_model, tokenizer = read_hf_dir(hf_dir("llama"))
+    no_bos = AutoTokenizer.from_pretrained(str(hf_dir("llama")), add_bos_token=False)
+    bridge = bridge_from_hf(hf_model, no_bos, model_name="llama", device="cpu")
+    assert bridge.tokenizer is no_bos
+    assert bridge.tokenizer("Saya suka")["input_ids"][0] != tokenizer.bos_token_id
+    assert bridge.cfg.default_prepend_bos is False
