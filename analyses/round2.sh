@@ -3,7 +3,8 @@
 # as named steps run in order. Every step resumes: after an interruption, run the same steps again
 # and finished work is skipped (run folders with result.json, cached head scores, checkpoints).
 #
-#   analyses/round2.sh gemma3-270m proxy readouts discovery-cdt lr-dense lr primary
+#   analyses/round2.sh gemma3-270m proxy readouts discovery-cdt lr-circuit lr primary   # and, beside it,
+#   analyses/round2.sh gemma3-270m lr-dense
 #
 # Steps (NusaX, Indonesian proxy):
 #   proxy          fine-tune the proxy on Indonesian NusaX (3 epochs, best valid epoch kept)
@@ -11,70 +12,83 @@
 #   discovery-cdt  discovery-size study with CD-T only (what the ct-sft rows need: the size D)
 #   discovery-all  the same study with all three estimators (agreement, faithfulness)
 #   lr-dense       learning-rate grid for the methods that need no circuit (full, ln-only)
-#   lr             learning-rate grid for every method (needs D)
+#   lr-circuit     learning-rate grid for ct-sft, near-zero and random (needs D)
+#   lr             the whole grid (runs what the two above left) and the selection of each rate
 #   primary        the primary family: jav and bug, 6 methods, 3 seeds (needs D, RET and the rates)
 #   wider          sun and min, k = 5% and 10%
+# lr-dense and lr-circuit share the work folder and may run at the same time (one per core);
+# lr, which reads both, must start after both have finished.
 # D (discovery sentences per label) and RET are read from the JSON the earlier steps wrote, by the
 # pre-registered rules (analyses/round2_choices.py). Paths: results (JSON, committed) under
 # analyses/results/round2/<model>/, checkpoints and run folders under runs/analyses/round2/<model>/.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-[ $# -ge 2 ] || { sed -n 2,20p "$0"; exit 2; }
-M=$1
-shift
-PY=${PY:-python}
-export CT_DATA_DIR=${CT_DATA_DIR:-../shared/data} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-R=analyses/results/round2/$M
-W=runs/analyses/round2/$M
-SIZES="--max-len 64 --batch-size 8"
-mkdir -p "$R" "$W"
 
-choice() { $PY analyses/round2_choices.py "$1" --results "$R"; }
-common() {
-  echo --proxy "$W/proxy-ind" --model "$M" --proxy-langs ind --estimator cdt --stabilize \
-    --k 0.05 --n-train 100 $SIZES "$@"
-}
-sweep() {
-  echo $(common --discovery-per-class "$(choice d)") \
-    --methods zero-shot full ct-sft near-zero random ln-only --seeds 0 1 2 --n-test 400 --epochs 5 \
-    --lr-from "$R/lr_nusax/selection.json" --exclude-epoch0 --retention "$(choice ret)"
+# All in one function, so that bash has parsed the whole script before the (long) first step runs:
+# editing this file while it runs cannot change what the running copy does.
+main() {
+  cd "$(dirname "$0")/.."
+  [ $# -ge 2 ] || { sed -n 2,25p "$0"; exit 2; }
+  M=$1
+  shift
+  PY=${PY:-python}
+  export CT_DATA_DIR=${CT_DATA_DIR:-../shared/data} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+  R=analyses/results/round2/$M
+  W=runs/analyses/round2/$M
+  SIZES="--max-len 64 --batch-size 8"
+  mkdir -p "$R" "$W"
+
+  choice() { $PY analyses/round2_choices.py "$1" --results "$R"; }
+  common() {
+    echo --proxy "$W/proxy-ind" --model "$M" --proxy-langs ind --estimator cdt --stabilize \
+      --k 0.05 --n-train 100 $SIZES "$@"
+  }
+  sweep() {
+    echo $(common --discovery-per-class "$(choice d)") \
+      --methods zero-shot full ct-sft near-zero random ln-only --seeds 0 1 2 --n-test 400 --epochs 5 \
+      --lr-from "$R/lr_nusax/selection.json" --exclude-epoch0 --retention "$(choice ret)"
+  }
+
+  for step in "$@"; do
+    echo "[round2 $M] $step ($(date -u +%H:%M:%S))"
+    case $step in
+      proxy)
+        [ -f "$W/proxy-ind/circuit_transfer.json" ] ||
+          $PY -m circuit_transfer.cli prepare-proxy --model "$M" --lang ind $SIZES --epochs 3 --out "$W/proxy-ind"
+        $PY analyses/round2_choices.py proxy-summary --results "$R" --proxy "$W/proxy-ind" ;;
+      readouts)
+        mkdir -p "$R/readouts"
+        [ -f "$R/readouts/eval-ind.json" ] ||
+          $PY -m circuit_transfer.cli evaluate --model "$W/proxy-ind" --langs all --max-len 64 --batch-size 16 \
+            --out "$R/readouts/eval-ind.json"
+        echo "RET = $(choice ret)" ;;
+      discovery-cdt | discovery-all)
+        est=$([ "$step" = discovery-cdt ] && echo cdt || echo cdt attribution ablation)
+        $PY analyses/discovery_size.py --proxy "$W/proxy-ind" --model "$M" --stabilize $SIZES \
+          --estimators $est --out "$R/discovery_size"
+        echo "D = $(choice d) per label" ;;
+      lr-dense)
+        $PY analyses/lr_selection.py --task nusax $(common) --methods full ln-only --targets jav bug \
+          --out "$R/lr_nusax_dense" --work "$W/lr_nusax" ;;
+      lr-circuit)
+        $PY analyses/lr_selection.py --task nusax $(common --discovery-per-class "$(choice d)") \
+          --methods ct-sft near-zero random --targets jav bug --out "$R/lr_nusax" --work "$W/lr_nusax" ;;
+      lr)
+        $PY analyses/lr_selection.py --task nusax $(common --discovery-per-class "$(choice d)") \
+          --targets jav bug --out "$R/lr_nusax" --work "$W/lr_nusax" ;;
+      primary)
+        mkdir -p "$R/nusax_primary/circuits"
+        [ -f "$R/nusax_primary/circuits/scores-ind.json" ] ||
+          cp "$R/lr_nusax/circuits/scores-ind.json" "$R/nusax_primary/circuits/"
+        $PY analyses/nusax_transfer.py $(sweep) --targets jav bug --out "$R/nusax_primary" --work "$W/nusax_primary" ;;
+      wider)
+        mkdir -p "$R/nusax_wider/circuits"
+        [ -f "$R/nusax_wider/circuits/scores-ind.json" ] ||
+          cp "$R/lr_nusax/circuits/scores-ind.json" "$R/nusax_wider/circuits/"
+        $PY analyses/nusax_transfer.py $(sweep) --targets sun min --k 0.05 0.10 --out "$R/nusax_wider" \
+          --work "$W/nusax_wider" ;;
+      *) echo "unknown step $step (see the header of $0)" >&2; exit 2 ;;
+    esac
+  done
 }
 
-for step in "$@"; do
-  echo "[round2 $M] $step ($(date -u +%H:%M:%S))"
-  case $step in
-    proxy)
-      [ -f "$W/proxy-ind/circuit_transfer.json" ] ||
-        $PY -m circuit_transfer.cli prepare-proxy --model "$M" --lang ind $SIZES --epochs 3 --out "$W/proxy-ind"
-      $PY analyses/round2_choices.py proxy-summary --results "$R" --proxy "$W/proxy-ind" ;;
-    readouts)
-      mkdir -p "$R/readouts"
-      [ -f "$R/readouts/eval-ind.json" ] ||
-        $PY -m circuit_transfer.cli evaluate --model "$W/proxy-ind" --langs all --max-len 64 --batch-size 16 \
-          --out "$R/readouts/eval-ind.json"
-      echo "RET = $(choice ret)" ;;
-    discovery-cdt | discovery-all)
-      est=$([ "$step" = discovery-cdt ] && echo cdt || echo cdt attribution ablation)
-      $PY analyses/discovery_size.py --proxy "$W/proxy-ind" --model "$M" --stabilize $SIZES \
-        --estimators $est --out "$R/discovery_size"
-      echo "D = $(choice d) per label" ;;
-    lr-dense)
-      $PY analyses/lr_selection.py --task nusax $(common) --methods full ln-only --targets jav bug \
-        --out "$R/lr_nusax_dense" --work "$W/lr_nusax" ;;
-    lr)
-      $PY analyses/lr_selection.py --task nusax $(common --discovery-per-class "$(choice d)") \
-        --targets jav bug --out "$R/lr_nusax" --work "$W/lr_nusax" ;;
-    primary)
-      mkdir -p "$R/nusax_primary/circuits"
-      [ -f "$R/nusax_primary/circuits/scores-ind.json" ] ||
-        cp "$R/lr_nusax/circuits/scores-ind.json" "$R/nusax_primary/circuits/"
-      $PY analyses/nusax_transfer.py $(sweep) --targets jav bug --out "$R/nusax_primary" --work "$W/nusax_primary" ;;
-    wider)
-      mkdir -p "$R/nusax_wider/circuits"
-      [ -f "$R/nusax_wider/circuits/scores-ind.json" ] ||
-        cp "$R/lr_nusax/circuits/scores-ind.json" "$R/nusax_wider/circuits/"
-      $PY analyses/nusax_transfer.py $(sweep) --targets sun min --k 0.05 0.10 --out "$R/nusax_wider" \
-        --work "$W/nusax_wider" ;;
-    *) echo "unknown step $step (see the header of $0)" >&2; exit 2 ;;
-  esac
-done
+main "$@"; exit $?
