@@ -40,8 +40,16 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from safetensors import SafetensorError
 
     from circuit_transfer.models import CheckpointError
+    from circuit_transfer.models.backend import HookedTransformerUnavailable
 
-    return (ValueError, OSError, NotImplementedError, CheckpointError, SafetensorError)
+    return (
+        ValueError,
+        OSError,
+        NotImplementedError,
+        CheckpointError,
+        SafetensorError,
+        HookedTransformerUnavailable,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from circuit_transfer.models.backend import HookedTransformer, HookedTransformerConfig
+from circuit_transfer.models.backend import HookedTransformer, HookedTransformerConfig, require_hooked
 from circuit_transfer.models.tokenizer import attach_tokenizer, train_bpe_tokenizer
 
 NAME = "tiny"
@@ -74,6 +74,10 @@ def build_tiny_model(
             space (" positive") and template words ("Sentiment").
         seed: seeds the weight initialisation (the global RNG state is left as it was).
     """
+    require_hooked(
+        "the tiny model (a HookedTransformer built from scratch; on TransformerLens 4.x start from a "
+        "Hugging Face model directory instead, e.g. `prepare-proxy --model DIR --backend bridge`)"
+    )
     if not texts:
         raise ValueError("build_tiny_model needs some texts to train its tokenizer on")
     tokenizer = train_bpe_tokenizer(texts, spec.vocab_size, extra_words)

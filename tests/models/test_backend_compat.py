@@ -131,3 +131,22 @@ def test_require_hooked_matches_install() -> None:
     else:
         with pytest.raises(backend.HookedTransformerUnavailable, match="x needs TransformerLens 3.x"):
             backend.require_hooked("x")
+
+
+def test_the_command_line_says_what_needs_transformerlens_3(tmp_path) -> None:
+    """`prepare-proxy --model tiny` builds a HookedTransformer: without one it exits 2 with the
+    message (no traceback), naming the TL 4.x way in."""
+    script = (
+        _HIDE_LEGACY
+        + f"""
+import sys
+from circuit_transfer.cli import main
+sys.exit(main(["prepare-proxy", "--model", "tiny", "--lang", "ind", "--out", {str(tmp_path / "proxy")!r}]))
+"""
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "Traceback" not in out.stderr
+    assert "prepare-proxy: error: the tiny model" in out.stderr
+    assert "needs TransformerLens 3.x" in out.stderr and "--backend bridge" in out.stderr
+    assert not (tmp_path / "proxy").exists()
