@@ -551,6 +551,11 @@ def decompose_heads(
         tokens, attention_mask=mask, return_type=None, names_filter=lambda name: name in names
     )
     full = dict(cache.cache_dict)
+    unreached = [name for name in record if name not in full]
+    if unreached:  # e.g. the bridge's fused-QKV attention (Phi-3) never fires hook_rot_q/k
+        raise ValueError(
+            f"cannot record {unreached}: {type(model).__name__}'s forward pass never runs these hooks"
+        )
     access = model_access(model, n_positions=n_pos)
     full.update(_routing(access, full, batch, n_pos))
     masks: dict[tuple[str, int | None], Tensor] = {}

@@ -22,6 +22,7 @@ import inspect
 from collections.abc import Callable
 
 import torch
+from jaxtyping import Float
 from torch import Tensor, nn
 
 from circuit_transfer.models.access import MLP, NO_NORM, Attention, Block, ModelAccess, Norm, QKNorm, Rotary
@@ -36,8 +37,10 @@ ARCHITECTURES = {
     "Gemma2ForCausalLM",
     "Gemma3ForCausalLM",
     "Olmo2ForCausalLM",
+    "Phi3ForCausalLM",
 }
-"""HF architectures whose bridge the CD-T engine reads (separate q/k/v/o projections, gated MLP)."""
+"""HF architectures whose bridge the CD-T engine reads (Llama layout: q/k/v/o projections, fused or
+not, rotary, RMSNorm, gated MLP)."""
 
 PLAIN_RMS_NORMS = {
     "LlamaRMSNorm",
@@ -45,6 +48,7 @@ PLAIN_RMS_NORMS = {
     "Qwen2RMSNorm",
     "Qwen3RMSNorm",
     "Olmo2RMSNorm",
+    "Phi3RMSNorm",
 }
 """HF RMSNorm classes computing `x / rms(x) * weight`."""
 
@@ -116,11 +120,25 @@ def bridge_final_norm(bridge: TransformerBridge) -> Norm:
     return _norm(_hf(bridge.ln_final), "ln_final")
 
 
-def _heads(linear: nn.Linear, n: int, d_head: int) -> tuple[Tensor, Tensor | None]:
+def _heads(
+    weight: Float[Tensor, "n_d_head d_model"], bias: Tensor | None, n: int, d_head: int
+) -> tuple[Float[Tensor, "n d_model d_head"], Float[Tensor, "n d_head"] | None]:
     """A `[n * d_head, d_model]` projection as `W [n, d_model, d_head]` and `b [n, d_head]` (views)."""
-    W = linear.weight.view(n, d_head, -1).transpose(1, 2)
-    b = _nonzero(linear.bias)
+    W = weight.view(n, d_head, -1).transpose(1, 2)
+    b = _nonzero(bias)
     return W, None if b is None else b.view(n, d_head)
+
+
+def _qkv(attn: nn.Module, sizes: tuple[int, int, int]) -> list[tuple[Tensor, Tensor | None]]:
+    """(weight, bias) of the q, k and v projections: separate linears, or the row blocks
+    `[q; k; v]` of a fused `qkv_proj` (Phi-3), whose sizes are `sizes`."""
+    if hasattr(attn, "qkv_proj"):
+        fused = _hf(attn.qkv_proj)
+        weights = fused.weight.split(sizes)
+        biases = [None] * 3 if fused.bias is None else fused.bias.split(sizes)
+        return list(zip(weights, biases, strict=True))
+    linears = [_hf(getattr(attn, f"{part}_proj")) for part in "qkv"]
+    return [(linear.weight, linear.bias) for linear in linears]
 
 
 def _rotary_tables(
@@ -155,9 +173,10 @@ def _attention(bridge: TransformerBridge, layer: int, rotary: Rotary) -> Attenti
     attn = _hf(bridge.blocks[layer].attn)
     n_heads, d_head = config.num_attention_heads, attn.head_dim
     n_kv = getattr(config, "num_key_value_heads", None) or n_heads
-    W_Q, b_Q = _heads(_hf(attn.q_proj), n_heads, d_head)
-    W_K, b_K = _heads(_hf(attn.k_proj), n_kv, d_head)
-    W_V, b_V = _heads(_hf(attn.v_proj), n_kv, d_head)
+    (q_w, q_b), (k_w, k_b), (v_w, v_b) = _qkv(attn, (n_heads * d_head, n_kv * d_head, n_kv * d_head))
+    W_Q, b_Q = _heads(q_w, q_b, n_heads, d_head)
+    W_K, b_K = _heads(k_w, k_b, n_kv, d_head)
+    W_V, b_V = _heads(v_w, v_b, n_kv, d_head)
     o_proj = _hf(attn.o_proj)
     W_O = o_proj.weight.view(-1, n_heads, d_head).permute(1, 2, 0)
     qk_norm = None
@@ -195,20 +214,26 @@ def _attention(bridge: TransformerBridge, layer: int, rotary: Rotary) -> Attenti
 
 def _mlp(bridge: TransformerBridge, layer: int) -> MLP:
     mlp = _hf(bridge.blocks[layer].mlp)
-    gate, up, down = (_hf(getattr(mlp, part)) for part in ("gate_proj", "up_proj", "down_proj"))
-    for part, linear in (("gate_proj", gate), ("up_proj", up)):
-        if _nonzero(linear.bias) is not None:
-            raise NotImplementedError(
-                f"CD-T on the bridge: blocks.{layer}.mlp.{part} has a bias (not mapped)"
-            )
-    act_fn: Callable[[Tensor], Tensor] = mlp.act_fn
+    if hasattr(mlp, "gate_up_proj"):  # Phi-3: one linear, rows [gate; up]
+        fused = _hf(mlp.gate_up_proj)
+        gate, up = fused.weight.chunk(2)
+        biases = [fused.bias]
+        act_fn: Callable[[Tensor], Tensor] = mlp.activation_fn
+    else:
+        linears = [_hf(mlp.gate_proj), _hf(mlp.up_proj)]
+        gate, up = (linear.weight for linear in linears)
+        biases = [linear.bias for linear in linears]
+        act_fn = mlp.act_fn
+    if any(_nonzero(b) is not None for b in biases):
+        raise NotImplementedError(f"CD-T on the bridge: blocks.{layer}.mlp has gate/up biases (not mapped)")
+    down = _hf(mlp.down_proj)
     return MLP(
-        W_in=up.weight.T,
+        W_in=up.T,
         b_in=None,
         W_out=down.weight.T,
         b_out=_nonzero(down.bias),
         act_fn=act_fn,
-        W_gate=gate.weight.T,
+        W_gate=gate.T,
         hook=f"blocks.{layer}.mlp",
     )
 

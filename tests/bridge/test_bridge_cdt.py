@@ -31,7 +31,7 @@ from hf_families import TEXTS  # noqa: E402
 
 pytestmark = pytest.mark.bridge
 
-MAPPED = ["llama", "qwen3", "gemma3", "mistral", "qwen2", "gemma", "gemma2", "olmo2"]
+MAPPED = ["llama", "qwen3", "gemma3", "mistral", "qwen2", "gemma", "gemma2", "olmo2", "phi3"]
 """Families the bridge builder maps: GQA, QK-norm per head (Qwen3, Gemma 3) and over all heads
 (OLMo 2), Gemma's 1 + weight norms, sandwich norms, soft-caps, sliding windows, two rotary bases."""
 
@@ -70,7 +70,9 @@ def _baseline(model, seed: int = 0) -> Tensor:
 
 
 def _record(model) -> list[str]:
-    suffixes = ("hook_resid_post", "hook_attn_out", "attn.hook_rot_q", "attn.hook_pattern", "mlp.hook_post")
+    suffixes = ["hook_resid_post", "hook_attn_out", "attn.hook_pattern", "mlp.hook_post"]
+    if model.cfg.architecture != "Phi3ForCausalLM":  # the bridge's fused-QKV attention never fires it
+        suffixes.append("attn.hook_rot_q")
     return [f"blocks.{layer}.{s}" for layer in range(model.cfg.n_layers) for s in suffixes]
 
 
@@ -228,7 +230,7 @@ def test_bridge_engine_equals_reference(hf_dir, family: str) -> None:
                 assert err <= 1e-5 * _scale(cache[name], expected), (family, rules, name)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "gemma2", "olmo2"])
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "gemma2", "olmo2", "phi3"])
 def test_bridge_first_order_against_autograd(hf_dir, family: str) -> None:
     """beta / eps is the JVP of the bridge's own forward pass (the HF modules, patterns and norm
     scales frozen by hooks): every value-path rule checked against the real architecture."""
@@ -238,6 +240,14 @@ def test_bridge_first_order_against_autograd(hf_dir, family: str) -> None:
         gap, scale = first_order_gap(bridge, tokens, head)
         assert scale > 1e-3, (family, head)
         assert gap <= 1e-4 * scale, (family, head, gap, scale)
+
+
+def test_recording_a_hook_the_bridge_never_runs_is_refused(hf_dir) -> None:
+    bridge = load_model(hf_dir("phi3"), backend="bridge", device="cpu")
+    with pytest.raises(ValueError, match=r"blocks\.1\.attn\.hook_rot_q.*never runs"):
+        decompose_heads(
+            bridge, torch.zeros(1, 4, dtype=torch.long), [(0, 0)], record=["blocks.1.attn.hook_rot_q"]
+        )
 
 
 def test_unmapped_architecture_is_refused_by_name(hf_dir) -> None:
