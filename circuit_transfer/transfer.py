@@ -48,7 +48,7 @@ from circuit_transfer.evaluate import EvalResult, ItemPredictions, evaluate, sav
 from circuit_transfer.io import atomic_write_dir, atomic_write_json
 from circuit_transfer.masking import FULL, MaskPolicy, masked_training
 from circuit_transfer.models import SpecKind, load_model, read_checkpoint_metadata, resolve_spec
-from circuit_transfer.models.bridge import backend_of
+from circuit_transfer.models.bridge import backend_of, copy_bridge, is_bridge
 from circuit_transfer.models.params import changed_entries, count_parameters
 from circuit_transfer.readout import NO_TOKENIZER
 from circuit_transfer.tasks import Task, stratified_cap, stratified_subset
@@ -367,7 +367,8 @@ def _proxy_model(model_or_dir, in_place: bool) -> tuple[Any, dict, str]:
     if in_place:
         return model, {}, name
     tokenizer = getattr(model, "tokenizer", None)
-    return copy.deepcopy(model, memo={id(tokenizer): tokenizer}), {}, name
+    duplicate = copy_bridge if is_bridge(model) else copy.deepcopy
+    return duplicate(model, memo={id(tokenizer): tokenizer}), {}, name
 
 
 def _recorded_task(recorded: dict, proxy_name: str) -> Task:

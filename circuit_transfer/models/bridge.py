@@ -16,6 +16,7 @@ rows `h * d_head : (h + 1) * d_head`, and of o_proj `[d_model, n_heads * d_head]
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -143,6 +144,21 @@ def split_views(bridge: TransformerBridge) -> dict[str, tuple[str, Callable[[Ten
     return out
 
 
+def copy_bridge(bridge: TransformerBridge, memo: dict | None = None) -> TransformerBridge:
+    """`copy.deepcopy` of a bridge whose split views still view their owner.
+
+    `nn.Parameter.__deepcopy__` clones, so a plain deep copy of a GPT-2 bridge holds q/k/v that are
+    copies of `c_attn`: training them would leave the copy's `c_attn` stale. Here each view is
+    pointed back at the same entries of the copy's owner (equal values: the original's views and
+    owner agree).
+    """
+    copied = copy.deepcopy(bridge, memo)
+    params = dict(copied.named_parameters())
+    for name, (owner, view) in split_views(bridge).items():
+        params[name].data = view(params[owner].data)
+    return copied
+
+
 def _inside(view: Tensor, owner: Tensor) -> bool:
     """Whether every element of `view` lies in the memory of `owner` (same storage, within its extent)."""
     if view.untyped_storage().data_ptr() != owner.untyped_storage().data_ptr() or view.numel() == 0:
@@ -238,7 +254,8 @@ def attention_params(bridge: TransformerBridge) -> list[AttentionParams]:
                 raise NotImplementedError(
                     f"head masks on the bridge: layer {layer} of {cfg.model_name!r} fuses Q, K and V "
                     f"({type(attn).__name__}) and the bridge runs copies of them, not views: training "
-                    "would leave the fused HF parameter stale. Use backend='hooked' for this model."
+                    "would leave the fused HF parameter stale. Use backend='hooked' for this model (or, "
+                    "for a copy.deepcopy of a GPT-2 bridge, copy it with models.bridge.copy_bridge)."
                 )
             fused = tuple(params[n] for n in sorted(owners))
         for part in "qkv":
