@@ -84,18 +84,18 @@ def check_bridge_supported(bridge: TransformerBridge) -> None:
         raise NotImplementedError(
             f"CD-T on the bridge: {arch} with use_bidirectional_attention is not mapped"
         )
-    for flag in ("mlp_bias",):
-        if getattr(config, flag, False):
-            raise NotImplementedError(
-                f"CD-T on the bridge: {arch} with {flag}=True is not mapped (the gated-MLP rule has no "
-                "gate/up biases); use backend='hooked'"
-            )
+    if getattr(config, "mlp_bias", False):
+        raise NotImplementedError(
+            f"CD-T on the bridge: {arch} with mlp_bias=True is not mapped (the gated-MLP rule has no "
+            "gate/up biases); use backend='hooked'"
+        )
 
 
 def _hf(component: nn.Module) -> nn.Module:
     """The HF module behind a bridge component (the bridge also swaps its wrappers into the HF
     tree: `LlamaAttention.q_proj` is a `LinearBridge` there), or the module itself if unwrapped."""
-    return getattr(component, "original_component", None) or component
+    module = getattr(component, "original_component", None)
+    return component if module is None else module
 
 
 def _nonzero(bias: Tensor | None) -> Tensor | None:

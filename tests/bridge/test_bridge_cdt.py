@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from circuit_transfer.cdt import Rules, decompose_heads
+from circuit_transfer.cdt.engine import _cache_names
 from circuit_transfer.cdt.reference import reference_decompose
 from circuit_transfer.models import load_model
 from circuit_transfer.models.access import model_access
@@ -123,6 +124,28 @@ def test_bridge_access_equals_hooked_access(hf_dir, family: str) -> None:
     n_pos = 24
     hooked(torch.zeros(1, n_pos, dtype=torch.long))  # TransformerLens extends its rotary tables lazily
     _assert_same_access(model_access(hooked), model_access(bridge, n_positions=n_pos))
+
+
+@needs_hooked
+@pytest.mark.parametrize("family", MAPPED)
+def test_bridge_clean_run_equals_hooked_at_every_hook_the_engine_reads(hf_dir, family: str) -> None:
+    """The engine's clean run on the bridge is `run_with_cache` on the HF modules; every hook it
+    reads (norm scales and normalised inputs, q/k/v/z/pattern, attn_out and mlp_out, whose meaning
+    differs on some bridge architectures, the MLP pre-activations) equals the hooked backend's."""
+    hooked = load_model(hf_dir(family), backend="hooked", device="cpu")
+    bridge = load_model(hf_dir(family), backend="bridge", device="cpu")
+    tokens, mask = _batch(bridge)
+    names = _cache_names(bridge, 0, [])
+    assert names <= set(hooked.hook_dict) | {"hook_pos_embed"}
+    with torch.no_grad():
+        _, ours = bridge.run_with_cache(tokens, attention_mask=mask, names_filter=lambda n: n in names)
+        _, theirs = hooked.run_with_cache(tokens, attention_mask=mask, names_filter=lambda n: n in names)
+    read = [n for n in names if n in theirs.cache_dict]  # hook_pos_embed: read only for shortformer
+    assert {n for n in names if n.endswith(("hook_scale", "hook_pattern", "hook_attn_out"))} <= set(read)
+    for name in read:
+        a, b = _real(ours[name][None], name, mask), _real(theirs[name][None], name, mask)
+        assert a.shape == b.shape, (family, name)
+        assert (a - b).abs().max() <= 1e-5 * max(float(b.abs().max()), 1.0), (family, name)
 
 
 @needs_hooked
