@@ -40,6 +40,8 @@ DISC = "tests/discovery --ignore=tests/discovery/test_real_data.py"
 MASK = "tests/masking"
 OPTIM = "tests/masking/test_mask_optim.py tests/masking/test_mask_bit_identical.py tests/discovery/test_defaults.py"
 TRANSFER = "tests/test_transfer_controls.py tests/test_transfer.py"
+AB = "circuit_transfer/models/access_bridge.py"
+BRIDGE_CDT = "tests/bridge/test_bridge_cdt.py"
 
 
 @dataclass(frozen=True)
@@ -723,6 +725,72 @@ MUTANTS: list[Mutant] = [
         "        k,\n        seed,\n",
         "        k,\n        0,\n",
         DISC,
+    ),
+    # ---- models/access_bridge.py: CD-T's model access on the TransformerBridge
+    M(
+        "bridge-gemma-norm-no-offset",
+        AB,
+        'Norm("RMS", 1 + module.weight',
+        'Norm("RMS", module.weight',
+        BRIDGE_CDT,
+    ),
+    M(
+        "bridge-rotary-adjacent-pairs",
+        AB,
+        "Rotary(cos.shape[-1], False, sin, cos)",
+        "Rotary(cos.shape[-1], True, sin, cos)",
+        BRIDGE_CDT,
+    ),
+    M(
+        "bridge-rotary-sin-cos-swapped",
+        AB,
+        "return sin[0].to(dtype), cos[0].to(dtype)",
+        "return cos[0].to(dtype), sin[0].to(dtype)",
+        BRIDGE_CDT,
+    ),
+    M(
+        "bridge-rotary-one-table",
+        AB,
+        "rotaries[layer_types[layer]]),",
+        "rotaries[layer_types[0]]),",
+        BRIDGE_CDT,
+    ),
+    M("bridge-window-ignored", AB, "window=_window(config, layer),", "window=None,", BRIDGE_CDT),
+    M("bridge-scale-sqrt-d-head", AB, "scale=1 / float(attn.scaling),", "scale=d_head**0.5,", BRIDGE_CDT),
+    M(
+        "bridge-olmo2-qk-norm-per-head",
+        AB,
+        "per_head=arch not in ALL_HEAD_QK_NORM",
+        "per_head=True",
+        BRIDGE_CDT,
+    ),
+    M(
+        "bridge-attn-soft-cap-dropped",
+        AB,
+        "soft_cap=soft_cap if soft_cap else None,\n        sinks=None,",
+        "soft_cap=None,\n        sinks=None,",
+        BRIDGE_CDT,
+    ),
+    M(
+        "bridge-logits-soft-cap-dropped",
+        AB,
+        "logits_soft_cap=soft_cap if soft_cap else None,",
+        "logits_soft_cap=None,",
+        BRIDGE_CDT,
+    ),
+    M(
+        "bridge-head-views-interleaved",
+        AB,
+        "W = weight.view(n, d_head, -1).transpose(1, 2)",
+        "W = weight.view(d_head, n, -1).permute(1, 2, 0)",
+        BRIDGE_CDT,
+    ),
+    M(
+        "bridge-phi3-gate-up-swapped",
+        AB,
+        "gate, up = fused.weight.chunk(2)",
+        "up, gate = fused.weight.chunk(2)",
+        BRIDGE_CDT,
     ),
 ]
 

@@ -37,6 +37,7 @@ ARCHITECTURES = {
     "Gemma2ForCausalLM",
     "Gemma3ForCausalLM",
     "Olmo2ForCausalLM",
+    "Olmo3ForCausalLM",
     "Phi3ForCausalLM",
 }
 """HF architectures whose bridge the CD-T engine reads (Llama layout: q/k/v/o projections, fused or
@@ -48,6 +49,7 @@ PLAIN_RMS_NORMS = {
     "Qwen2RMSNorm",
     "Qwen3RMSNorm",
     "Olmo2RMSNorm",
+    "Olmo3RMSNorm",
     "Phi3RMSNorm",
 }
 """HF RMSNorm classes computing `x / rms(x) * weight`."""
@@ -55,10 +57,10 @@ PLAIN_RMS_NORMS = {
 OFFSET_RMS_NORMS = {"GemmaRMSNorm", "Gemma2RMSNorm", "Gemma3RMSNorm"}
 """HF RMSNorm classes computing `x / rms(x) * (1 + weight)` (Gemma)."""
 
-POST_NORM = {"Olmo2ForCausalLM"}
+POST_NORM = {"Olmo2ForCausalLM", "Olmo3ForCausalLM"}
 """Architectures whose norms normalise each sublayer's output before the residual add (no input norms)."""
 
-ALL_HEAD_QK_NORM = {"Olmo2ForCausalLM"}
+ALL_HEAD_QK_NORM = {"Olmo2ForCausalLM", "Olmo3ForCausalLM"}
 """Architectures whose QK-norm runs over all heads at once (`[n_heads * d_head]`), not per head."""
 
 

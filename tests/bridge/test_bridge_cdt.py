@@ -32,9 +32,10 @@ from hf_families import TEXTS  # noqa: E402
 
 pytestmark = pytest.mark.bridge
 
-MAPPED = ["llama", "qwen3", "gemma3", "mistral", "qwen2", "gemma", "gemma2", "olmo2", "phi3"]
+MAPPED = ["llama", "qwen3", "gemma3", "mistral", "qwen2", "gemma", "gemma2", "olmo2", "olmo3", "phi3"]
 """Families the bridge builder maps: GQA, QK-norm per head (Qwen3, Gemma 3) and over all heads
-(OLMo 2), Gemma's 1 + weight norms, sandwich norms, soft-caps, sliding windows, two rotary bases."""
+(OLMo 2, 3), Gemma's 1 + weight norms, sandwich and post norms, soft-caps, sliding windows, two rotary
+bases (Gemma 3), fused QKV and gate-up projections (Phi-3)."""
 
 CORE = ["llama", "qwen3", "gemma3"]
 RULES = [Rules("decomposed", "magnitude"), Rules("frozen", "irrelevant")]
