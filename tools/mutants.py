@@ -786,6 +786,13 @@ MUTANTS: list[Mutant] = [
         BRIDGE_CDT,
     ),
     M(
+        "bridge-apertus-act-fn-silu",
+        AB,
+        "            act_fn=mlp.act_fn,\n            hook=",
+        "            act_fn=torch.nn.functional.silu,\n            hook=",
+        BRIDGE_CDT,
+    ),
+    M(
         "bridge-phi3-gate-up-swapped",
         AB,
         "gate, up = fused.weight.chunk(2)",

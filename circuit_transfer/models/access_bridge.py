@@ -29,6 +29,7 @@ from circuit_transfer.models.access import MLP, NO_NORM, Attention, Block, Model
 from circuit_transfer.models.backend import TransformerBridge
 
 ARCHITECTURES = {
+    "ApertusForCausalLM",
     "LlamaForCausalLM",
     "MistralForCausalLM",
     "Qwen2ForCausalLM",
@@ -41,9 +42,10 @@ ARCHITECTURES = {
     "Phi3ForCausalLM",
 }
 """HF architectures whose bridge the CD-T engine reads (Llama layout: q/k/v/o projections, fused or
-not, rotary, RMSNorm, gated MLP)."""
+not, rotary, RMSNorm, a gated MLP or Apertus's plain one)."""
 
 PLAIN_RMS_NORMS = {
+    "ApertusRMSNorm",
     "LlamaRMSNorm",
     "MistralRMSNorm",
     "Qwen2RMSNorm",
@@ -216,6 +218,17 @@ def _attention(bridge: TransformerBridge, layer: int, rotary: Rotary) -> Attenti
 
 def _mlp(bridge: TransformerBridge, layer: int) -> MLP:
     mlp = _hf(bridge.blocks[layer].mlp)
+    down = _hf(mlp.down_proj)
+    if not hasattr(mlp, "gate_proj") and not hasattr(mlp, "gate_up_proj"):  # Apertus: up, act, down
+        up_proj = _hf(mlp.up_proj)
+        return MLP(
+            W_in=up_proj.weight.T,
+            b_in=_nonzero(up_proj.bias),
+            W_out=down.weight.T,
+            b_out=_nonzero(down.bias),
+            act_fn=mlp.act_fn,
+            hook=f"blocks.{layer}.mlp",
+        )
     if hasattr(mlp, "gate_up_proj"):  # Phi-3: one linear, rows [gate; up]
         fused = _hf(mlp.gate_up_proj)
         gate, up = fused.weight.chunk(2)
@@ -228,7 +241,6 @@ def _mlp(bridge: TransformerBridge, layer: int) -> MLP:
         act_fn = mlp.act_fn
     if any(_nonzero(b) is not None for b in biases):
         raise NotImplementedError(f"CD-T on the bridge: blocks.{layer}.mlp has gate/up biases (not mapped)")
-    down = _hf(mlp.down_proj)
     return MLP(
         W_in=up.T,
         b_in=None,

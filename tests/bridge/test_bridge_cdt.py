@@ -32,7 +32,19 @@ from hf_families import TEXTS  # noqa: E402
 
 pytestmark = pytest.mark.bridge
 
-MAPPED = ["llama", "qwen3", "gemma3", "mistral", "qwen2", "gemma", "gemma2", "olmo2", "olmo3", "phi3"]
+MAPPED = [
+    "apertus",
+    "llama",
+    "qwen3",
+    "gemma3",
+    "mistral",
+    "qwen2",
+    "gemma",
+    "gemma2",
+    "olmo2",
+    "olmo3",
+    "phi3",
+]
 """Families the bridge builder maps: GQA, QK-norm per head (Qwen3, Gemma 3) and over all heads
 (OLMo 2, 3), Gemma's 1 + weight norms, sandwich and post norms, soft-caps, sliding windows, two rotary
 bases (Gemma 3), fused QKV and gate-up projections (Phi-3)."""
@@ -254,7 +266,7 @@ def test_bridge_engine_equals_reference(hf_dir, family: str) -> None:
                 assert err <= 1e-5 * _scale(cache[name], expected), (family, rules, name)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "gemma2", "olmo2", "phi3"])
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "gemma2", "olmo2", "phi3", "apertus"])
 def test_bridge_first_order_against_autograd(hf_dir, family: str) -> None:
     """beta / eps is the JVP of the bridge's own forward pass (the HF modules, patterns and norm
     scales frozen by hooks): every value-path rule checked against the real architecture."""
