@@ -143,6 +143,20 @@ MUTANTS: list[Mutant] = [
         "stratified_subset(train, spec.n_train, 0, task.n_labels)",
         TRANSFER,
     ),
+    M(
+        "best-epoch-weights-kept-from-the-first-best",
+        "circuit_transfer/train.py",
+        "                    best_state[n].copy_(p.detach())",
+        "                    pass",
+        "tests/test_train.py",
+    ),
+    M(
+        "best-epoch-weights-not-restored",
+        "circuit_transfer/train.py",
+        "            named[name].copy_(value)",
+        "            pass",
+        "tests/test_train.py",
+    ),
     # ---- optim.py
     M(
         "decay-without-grad",
