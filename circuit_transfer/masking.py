@@ -37,7 +37,8 @@ the QK-norms follow the norm policies; everything else is frozen. GPT-2's fused 
 is masked through the q/k/v views the bridge splits it into (`bridge.split_views`): each view's
 mask is written into `c_attn`'s mask at the same memory, so head h is columns `i*D + h*d_head ...`
 of `c_attn` (i = 0, 1, 2 for q, k, v; D = n_heads * d_head), and rows `h*d_head:(h+1)*d_head` of
-the Conv1D `c_proj`. NeoX's fused `query_key_value`, which the bridge copies, is refused.
+the Conv1D `c_proj`; Phi-3's `qkv_proj` likewise, through its q/k/v row-block views. NeoX's and
+BLOOM's fused `query_key_value`, which the bridge copies, are refused.
 
 `full_masks` (full fine-tuning) and `ln_only_masks` (no heads, norms only) are the two controls.
 `masked_training` applies masks to a model for the duration of a `with` block.

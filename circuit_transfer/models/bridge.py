@@ -120,8 +120,9 @@ def split_views(bridge: TransformerBridge) -> dict[str, tuple[str, Callable[[Ten
     GPT-2's fused `c_attn` (Conv1D, `[d_model, 3 * n_heads * d_head]`) is split at boot into q, k
     and v `nn.Linear`s whose weights are `c_attn.weight[:, i*D:(i+1)*D].T` and biases slices of
     `c_attn.bias`: views sharing its memory. The forward runs them, so they get the gradients, and
-    every update lands in `c_attn`. The relation is read off the memory (offset, strides), not
-    assumed from a layout. (NeoX's split q/k/v are copies, not views: none here.)
+    every update lands in `c_attn`; Phi-3's `qkv_proj` and `gate_up_proj` are split into row-block
+    views the same way. The relation is read off the memory (offset, strides), not assumed from a
+    layout. (NeoX's and BLOOM's split q/k/v are copies, not views: none here.)
     """
     entries = _hf_keys(bridge)
     owners = [(name, param) for name, param, key in entries if key is not None]
