@@ -44,7 +44,9 @@ def test_no_usable_retention_language_is_refused(tmp_path):
 
 def test_discovery_size_is_the_recommended_cdt_size_per_label(tmp_path):
     recommended = {"cdt": {"size": 90, "stable": True}, "attribution": {"size": 30, "stable": True}}
-    atomic_write_json(tmp_path / "discovery_size" / "stability.json", {"summary": {"recommended": recommended}})
+    atomic_write_json(
+        tmp_path / "discovery_size" / "stability.json", {"summary": {"recommended": recommended}}
+    )
     assert discovery_per_class(tmp_path) == 30
 
 
