@@ -9,8 +9,10 @@
 # Steps (NusaX, Indonesian proxy):
 #   proxy          fine-tune the proxy on Indonesian NusaX (3 epochs, best valid epoch kept)
 #   readouts       the proxy on every language's test split -> the retention language RET
-#   discovery-cdt  discovery-size study with CD-T only (what the ct-sft rows need: the size D)
-#   discovery-all  the same study with all three estimators (agreement, faithfulness)
+#   discovery-cdt  discovery-size study with CD-T only at 30 and 90 sentences: all the rule for D
+#                  needs (the ct-sft rows' discovery size; 150 wins when neither is stable)
+#   discovery-all  the whole study: 30, 90, 150 sentences, all three estimators (agreement,
+#                  faithfulness); reuses the cached CD-T scores
 #   lr-dense       learning-rate grid for the methods that need no circuit (full, ln-only)
 #   lr-circuit     learning-rate grid for ct-sft, near-zero and random (needs D)
 #   lr             the whole grid (runs what the two above left) and the selection of each rate
@@ -27,7 +29,7 @@ set -euo pipefail
 # editing this file while it runs cannot change what the running copy does.
 main() {
   cd "$(dirname "$0")/.."
-  [ $# -ge 2 ] || { sed -n 2,25p "$0"; exit 2; }
+  [ $# -ge 2 ] || { sed -n "2,/^[^#]/{/^#/p}" "$0"; exit 2; }
   M=$1
   shift
   PY=${PY:-python}
@@ -62,9 +64,10 @@ main() {
             --out "$R/readouts/eval-ind.json"
         echo "RET = $(choice ret)" ;;
       discovery-cdt | discovery-all)
-        est=$([ "$step" = discovery-cdt ] && echo cdt || echo cdt attribution ablation)
+        study=$([ "$step" = discovery-cdt ] && echo --estimators cdt --sizes 30 90 ||
+          echo --estimators cdt attribution ablation --sizes 30 90 150)
         $PY analyses/discovery_size.py --proxy "$W/proxy-ind" --model "$M" --stabilize $SIZES \
-          --estimators $est --out "$R/discovery_size"
+          $study --out "$R/discovery_size"
         echo "D = $(choice d) per label" ;;
       lr-dense)
         $PY analyses/lr_selection.py --task nusax $(common) --methods full ln-only --targets jav bug \

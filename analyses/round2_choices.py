@@ -3,9 +3,11 @@
 `analyses/round2.sh` asks this script for the values later steps need, so that no choice is typed
 by hand after looking at results (analyses/README.md, "Second round: pre-registration"):
 
-- `d`: discovery sentences per label for the transfer runs: the CD-T size recommended by
-  `discovery_size.py` (the smallest of its sizes with mean split-half Jaccard >= 0.5 and Spearman
-  >= 0.8, else the largest), divided by the 3 labels.
+- `d`: discovery sentences per label for the transfer runs, by the pre-registered rule over the
+  sizes 30, 90, 150: the smallest whose CD-T split-half stability in `discovery_size.py` has mean
+  Jaccard >= 0.5 and mean Spearman >= 0.8, else 150; divided by the 3 labels. The rule never needs
+  the largest size's stability (150 is the answer whether or not it is stable), so the study may
+  decide on 30 and 90 first and run 150 later, for the report.
 - `ret`: the untouched retention language: among the languages that are neither the proxy nor a
   pre-registered target, those whose proxy readout is not degenerate
   (`circuit_transfer.evaluate.degenerate_readout`), the one with the highest macro-F1.
@@ -21,6 +23,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from discovery_size import JACCARD_STABLE, SPEARMAN_STABLE
+
 from circuit_transfer.evaluate import degenerate_readout
 from circuit_transfer.io import atomic_write_json, read_json
 from circuit_transfer.models import read_checkpoint_metadata
@@ -29,16 +33,23 @@ NUSAX_PROXY = "ind"
 NUSAX_TARGETS = ("jav", "bug", "sun", "min")
 """Every NusaX target of the pre-registered families (primary jav, bug; secondary sun, min)."""
 N_LABELS = 3
+DISCOVERY_SIZES = (30, 90, 150)
 
 
 def discovery_per_class(results: Path) -> int:
     path = results / "discovery_size" / "stability.json"
     if not path.exists():
         raise SystemExit(f"{path} is missing: run the discovery-cdt step first (analyses/round2.sh)")
-    recommended = read_json(path)["summary"]["recommended"]
-    if "cdt" not in recommended:
-        raise SystemExit(f"{path} has no CD-T row: run discovery_size.py with --estimators cdt")
-    return recommended["cdt"]["size"] // N_LABELS
+    rows = {r["size"]: r for r in read_json(path)["summary"]["stability"] if r["estimator"] == "cdt"}
+    for size in DISCOVERY_SIZES[:-1]:
+        if size not in rows:
+            raise SystemExit(f"{path} has no CD-T stability at {size} sentences: the rule needs it")
+        if (
+            rows[size]["jaccard"]["mean"] >= JACCARD_STABLE
+            and rows[size]["spearman"]["mean"] >= SPEARMAN_STABLE
+        ):
+            return size // N_LABELS
+    return DISCOVERY_SIZES[-1] // N_LABELS
 
 
 def retention_language(results: Path) -> str:

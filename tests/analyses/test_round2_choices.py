@@ -42,12 +42,24 @@ def test_no_usable_retention_language_is_refused(tmp_path):
         retention_language(results)
 
 
-def test_discovery_size_is_the_recommended_cdt_size_per_label(tmp_path):
-    recommended = {"cdt": {"size": 90, "stable": True}, "attribution": {"size": 30, "stable": True}}
-    atomic_write_json(
-        tmp_path / "discovery_size" / "stability.json", {"summary": {"recommended": recommended}}
-    )
-    assert discovery_per_class(tmp_path) == 30
+def _stability(tmp_path: Path, rows: list[tuple[int, float, float]]) -> Path:
+    stability = [
+        {"estimator": "cdt", "size": size, "jaccard": {"mean": j}, "spearman": {"mean": rho}}
+        for size, j, rho in rows
+    ] + [{"estimator": "attribution", "size": 30, "jaccard": {"mean": 1.0}, "spearman": {"mean": 1.0}}]
+    atomic_write_json(tmp_path / "discovery_size" / "stability.json", {"summary": {"stability": stability}})
+    return tmp_path
+
+
+def test_discovery_size_is_the_smallest_stable_cdt_size_else_150(tmp_path):
+    # 30 fails on Spearman, 90 meets both thresholds (exactly): 90 sentences, 30 per label
+    assert discovery_per_class(_stability(tmp_path, [(30, 0.6, 0.79), (90, 0.5, 0.8), (150, 0.9, 0.9)])) == 30
+    assert discovery_per_class(_stability(tmp_path, [(30, 0.5, 0.9), (90, 0.9, 0.9)])) == 10
+    # neither 30 nor 90 stable: 150, whether or not 150 itself was run or is stable
+    assert discovery_per_class(_stability(tmp_path, [(30, 0.2, 0.9), (90, 0.4, 0.95)])) == 50
+    assert discovery_per_class(_stability(tmp_path, [(30, 0.2, 0.9), (90, 0.4, 0.95), (150, 0.3, 0.9)])) == 50
+    with pytest.raises(SystemExit, match="at 90 sentences"):
+        discovery_per_class(_stability(tmp_path, [(30, 0.2, 0.9)]))
 
 
 def test_missing_inputs_name_the_step_to_run(tmp_path):
