@@ -751,8 +751,8 @@ MUTANTS: list[Mutant] = [
     M(
         "bridge-rotary-adjacent-pairs",
         AB,
-        "Rotary(cos.shape[-1], False, sin, cos)",
-        "Rotary(cos.shape[-1], True, sin, cos)",
+        "Rotary(tables[1].shape[-1], False, *tables)",
+        "Rotary(tables[1].shape[-1], True, *tables)",
         BRIDGE_CDT,
     ),
     M(
@@ -800,17 +800,24 @@ MUTANTS: list[Mutant] = [
         BRIDGE_CDT,
     ),
     M(
-        "bridge-apertus-act-fn-silu",
+        "bridge-layer-norm-bias-dropped",
         AB,
-        "            act_fn=mlp.act_fn,\n            hook=",
-        "            act_fn=torch.nn.functional.silu,\n            hook=",
+        'return Norm("LN", module.weight, _nonzero(module.bias),',
+        'return Norm("LN", module.weight, None,',
+        BRIDGE_CDT,
+    ),
+    M(
+        "bridge-plain-mlp-act-fn-silu",
+        AB,
+        'act_fn=mlp.act if hasattr(mlp, "c_fc") else mlp.act_fn,',
+        "act_fn=torch.nn.functional.silu,",
         BRIDGE_CDT,
     ),
     M(
         "bridge-phi3-gate-up-swapped",
         AB,
-        "gate, up = fused.weight.chunk(2)",
-        "up, gate = fused.weight.chunk(2)",
+        "gate, up_w = fused.weight.chunk(2)",
+        "up_w, gate = fused.weight.chunk(2)",
         BRIDGE_CDT,
     ),
 ]

@@ -3,10 +3,12 @@
 The bridge runs the Hugging Face model itself, so everything here is read from the HF modules it
 wraps and from the HF config, not from TransformerLens's conversion: the weights are views of
 the HF parameters (`q_proj.weight` `[n_heads * d_head, d_model]` -> `W_Q [head, d_model, d_head]`,
-K and V per KV group, `o_proj.weight` -> `W_O [head, d_head, d_model]`), the attention scale is
+K and V per KV group, `o_proj.weight` -> `W_O [head, d_head, d_model]`; fused projections as row
+blocks, GPT-2's Conv1D transposed), the attention scale is
 the module's own `scaling` (Gemma's `query_pre_attn_scalar`), the rotary tables are what the HF
 rotary module returns for positions `0 .. n_positions - 1` (per layer type: Gemma 3's local and
-global bases), the window is the layer's `sliding_window` from `layer_types`. Where HF differs
+global bases; none for GPT-2's learned positions, which enter upstream of every source), the
+window is the layer's `sliding_window` from `layer_types`. Where HF differs
 from TransformerLens's converted weights the rule follows HF: Gemma's RMSNorm multiplies by
 `1 + weight` (TransformerLens adds the 1 into its weights when converting).
 
@@ -24,11 +26,13 @@ from collections.abc import Callable
 import torch
 from jaxtyping import Float
 from torch import Tensor, nn
+from transformers.pytorch_utils import Conv1D
 
 from circuit_transfer.models.access import MLP, NO_NORM, Attention, Block, ModelAccess, Norm, QKNorm, Rotary
 from circuit_transfer.models.backend import TransformerBridge
 
 ARCHITECTURES = {
+    "GPT2LMHeadModel",
     "ApertusForCausalLM",
     "LlamaForCausalLM",
     "MistralForCausalLM",
@@ -41,8 +45,9 @@ ARCHITECTURES = {
     "Olmo3ForCausalLM",
     "Phi3ForCausalLM",
 }
-"""HF architectures whose bridge the CD-T engine reads (Llama layout: q/k/v/o projections, fused or
-not, rotary, RMSNorm, a gated MLP or Apertus's plain one)."""
+"""HF architectures whose bridge the CD-T engine reads: the Llama layout (q/k/v/o projections, fused
+or not, rotary, RMSNorm, a gated MLP or Apertus's plain one) and GPT-2 (fused `c_attn`, learned
+positions, LayerNorm, GELU MLP)."""
 
 PLAIN_RMS_NORMS = {
     "ApertusRMSNorm",
@@ -133,12 +138,18 @@ def _heads(
     return W, None if b is None else b.view(n, d_head)
 
 
+def _out_in(module: nn.Module) -> Float[Tensor, "d_out d_in"]:
+    """A projection's weight as `nn.Linear` holds it, `[d_out, d_in]` (GPT-2's Conv1D: transposed)."""
+    return module.weight.T if isinstance(module, Conv1D) else module.weight
+
+
 def _qkv(attn: nn.Module, sizes: tuple[int, int, int]) -> list[tuple[Tensor, Tensor | None]]:
-    """(weight, bias) of the q, k and v projections: separate linears, or the row blocks
-    `[q; k; v]` of a fused `qkv_proj` (Phi-3), whose sizes are `sizes`."""
-    if hasattr(attn, "qkv_proj"):
-        fused = _hf(attn.qkv_proj)
-        weights = fused.weight.split(sizes)
+    """(weight `[d_out, d_model]`, bias) of the q, k and v projections: separate linears, or the
+    row blocks `[q; k; v]` of a fused `qkv_proj` (Phi-3) or `c_attn` (GPT-2), of sizes `sizes`."""
+    fused = getattr(attn, "qkv_proj", None) or getattr(attn, "c_attn", None)
+    if fused is not None:
+        fused = _hf(fused)
+        weights = _out_in(fused).split(sizes)
         biases = [None] * 3 if fused.bias is None else fused.bias.split(sizes)
         return list(zip(weights, biases, strict=True))
     linears = [_hf(getattr(attn, f"{part}_proj")) for part in "qkv"]
@@ -147,10 +158,14 @@ def _qkv(attn: nn.Module, sizes: tuple[int, int, int]) -> list[tuple[Tensor, Ten
 
 def _rotary_tables(
     bridge: TransformerBridge, n_positions: int, layer_type: str | None
-) -> tuple[Tensor, Tensor]:
+) -> tuple[Tensor, Tensor] | None:
     """(sin, cos) `[n_positions, rotary_dim]` from the HF rotary module (HF's layout `cat(f, f)`:
-    x_i pairs with x_{i + dim/2}, as TransformerLens's non-adjacent rotary)."""
-    rotary = _hf(bridge.original_model.model.rotary_emb)
+    x_i pairs with x_{i + dim/2}, as TransformerLens's non-adjacent rotary); None without one
+    (GPT-2: learned positions, in the embedding, upstream of every source)."""
+    rotary = getattr(bridge.original_model.base_model, "rotary_emb", None)
+    if rotary is None:
+        return None
+    rotary = _hf(rotary)
     device = next(bridge.parameters()).device
     dtype = bridge.original_model.dtype
     position_ids = torch.arange(n_positions, device=device)[None]
@@ -171,7 +186,7 @@ def _window(config: object, layer: int) -> int | None:
     return window
 
 
-def _attention(bridge: TransformerBridge, layer: int, rotary: Rotary) -> Attention:
+def _attention(bridge: TransformerBridge, layer: int, rotary: Rotary | None) -> Attention:
     arch = architecture(bridge)
     config = bridge.original_model.config
     attn = _hf(bridge.blocks[layer].attn)
@@ -181,8 +196,8 @@ def _attention(bridge: TransformerBridge, layer: int, rotary: Rotary) -> Attenti
     W_Q, b_Q = _heads(q_w, q_b, n_heads, d_head)
     W_K, b_K = _heads(k_w, k_b, n_kv, d_head)
     W_V, b_V = _heads(v_w, v_b, n_kv, d_head)
-    o_proj = _hf(attn.o_proj)
-    W_O = o_proj.weight.view(-1, n_heads, d_head).permute(1, 2, 0)
+    o_proj = _hf(attn.o_proj if hasattr(attn, "o_proj") else attn.c_proj)
+    W_O = _out_in(o_proj).view(-1, n_heads, d_head).permute(1, 2, 0)
     qk_norm = None
     if getattr(attn, "q_norm", None) is not None:
         qk_norm = QKNorm(
@@ -204,7 +219,7 @@ def _attention(bridge: TransformerBridge, layer: int, rotary: Rotary) -> Attenti
         scale=1 / float(attn.scaling),
         mask="causal",
         window=_window(config, layer),
-        position="rotary",
+        position="absolute" if rotary is None else "rotary",
         rotary=rotary,
         alibi_slopes=None,
         pos_embed_hook=None,
@@ -218,37 +233,43 @@ def _attention(bridge: TransformerBridge, layer: int, rotary: Rotary) -> Attenti
 
 def _mlp(bridge: TransformerBridge, layer: int) -> MLP:
     mlp = _hf(bridge.blocks[layer].mlp)
-    down = _hf(mlp.down_proj)
-    if not hasattr(mlp, "gate_proj") and not hasattr(mlp, "gate_up_proj"):  # Apertus: up, act, down
-        up_proj = _hf(mlp.up_proj)
+    hook = f"blocks.{layer}.mlp"
+    if hasattr(mlp, "c_fc") or not hasattr(mlp, "gate_proj") and not hasattr(mlp, "gate_up_proj"):
+        # no gate: GPT-2 (c_fc, act, c_proj), Apertus (up_proj, act_fn, down_proj)
+        up, down = (
+            (_hf(mlp.c_fc), _hf(mlp.c_proj))
+            if hasattr(mlp, "c_fc")
+            else (_hf(mlp.up_proj), _hf(mlp.down_proj))
+        )
         return MLP(
-            W_in=up_proj.weight.T,
-            b_in=_nonzero(up_proj.bias),
-            W_out=down.weight.T,
+            W_in=_out_in(up).T,
+            b_in=_nonzero(up.bias),
+            W_out=_out_in(down).T,
             b_out=_nonzero(down.bias),
-            act_fn=mlp.act_fn,
-            hook=f"blocks.{layer}.mlp",
+            act_fn=mlp.act if hasattr(mlp, "c_fc") else mlp.act_fn,
+            hook=hook,
         )
     if hasattr(mlp, "gate_up_proj"):  # Phi-3: one linear, rows [gate; up]
         fused = _hf(mlp.gate_up_proj)
-        gate, up = fused.weight.chunk(2)
+        gate, up_w = fused.weight.chunk(2)
         biases = [fused.bias]
         act_fn: Callable[[Tensor], Tensor] = mlp.activation_fn
     else:
         linears = [_hf(mlp.gate_proj), _hf(mlp.up_proj)]
-        gate, up = (linear.weight for linear in linears)
+        gate, up_w = (linear.weight for linear in linears)
         biases = [linear.bias for linear in linears]
         act_fn = mlp.act_fn
     if any(_nonzero(b) is not None for b in biases):
         raise NotImplementedError(f"CD-T on the bridge: blocks.{layer}.mlp has gate/up biases (not mapped)")
+    down = _hf(mlp.down_proj)
     return MLP(
-        W_in=up.T,
+        W_in=up_w.T,
         b_in=None,
         W_out=down.weight.T,
         b_out=_nonzero(down.bias),
         act_fn=act_fn,
         W_gate=gate.T,
-        hook=f"blocks.{layer}.mlp",
+        hook=hook,
     )
 
 
@@ -264,10 +285,10 @@ def bridge_access(bridge: TransformerBridge, n_positions: int | None = None) -> 
     config = bridge.original_model.config
     n_positions = n_positions or config.max_position_embeddings
     layer_types = getattr(config, "layer_types", None) or [None] * config.num_hidden_layers
-    rotaries: dict[str | None, Rotary] = {}
+    rotaries: dict[str | None, Rotary | None] = {}
     for layer_type in dict.fromkeys(layer_types):
-        sin, cos = _rotary_tables(bridge, n_positions, layer_type)
-        rotaries[layer_type] = Rotary(cos.shape[-1], False, sin, cos)
+        tables = _rotary_tables(bridge, n_positions, layer_type)
+        rotaries[layer_type] = None if tables is None else Rotary(tables[1].shape[-1], False, *tables)
     blocks = []
     for layer, blk in enumerate(bridge.blocks):
         norms = {

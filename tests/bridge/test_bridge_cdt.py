@@ -34,6 +34,7 @@ pytestmark = pytest.mark.bridge
 
 MAPPED = [
     "apertus",
+    "gpt2",
     "llama",
     "qwen3",
     "gemma3",
@@ -85,7 +86,8 @@ def _baseline(model, seed: int = 0) -> Tensor:
 
 def _record(model) -> list[str]:
     suffixes = ["hook_resid_post", "hook_attn_out", "attn.hook_pattern", "mlp.hook_post"]
-    if model.cfg.architecture != "Phi3ForCausalLM":  # the bridge's fused-QKV attention never fires it
+    # no rotary on GPT-2; the bridge's fused-QKV rotary attention (Phi-3) never fires hook_rot_q
+    if model.cfg.positional_embedding_type == "rotary" and model.cfg.architecture != "Phi3ForCausalLM":
         suffixes.append("attn.hook_rot_q")
     return [f"blocks.{layer}.{s}" for layer in range(model.cfg.n_layers) for s in suffixes]
 
@@ -266,7 +268,7 @@ def test_bridge_engine_equals_reference(hf_dir, family: str) -> None:
                 assert err <= 1e-5 * _scale(cache[name], expected), (family, rules, name)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "gemma2", "olmo2", "phi3", "apertus"])
+@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "gemma2", "olmo2", "phi3", "apertus", "gpt2"])
 def test_bridge_first_order_against_autograd(hf_dir, family: str) -> None:
     """beta / eps is the JVP of the bridge's own forward pass (the HF modules, patterns and norm
     scales frozen by hooks): every value-path rule checked against the real architecture."""
@@ -287,11 +289,12 @@ def test_recording_a_hook_the_bridge_never_runs_is_refused(hf_dir) -> None:
 
 
 def test_unmapped_architecture_is_refused_by_name(hf_dir) -> None:
-    """GPT-2's fused c_attn has no bridge mapping: refused before any compute, saying what to do."""
-    bridge = load_model(hf_dir("gpt2"), backend="bridge", device="cpu")
+    """OPT (learned positions with an offset, ReLU MLP) has no bridge mapping: refused before any
+    compute, saying what to do."""
+    bridge = load_model(hf_dir("opt"), backend="bridge", device="cpu")
     tokens = torch.zeros(1, 4, dtype=torch.long)
     with pytest.raises(
-        NotImplementedError, match=r"GPT2LMHeadModel.*backend='hooked'.*estimator='attribution'"
+        NotImplementedError, match=r"OPTForCausalLM.*backend='hooked'.*estimator='attribution'"
     ):
         decompose_heads(bridge, tokens, [(0, 0)])
 
