@@ -809,8 +809,22 @@ MUTANTS: list[Mutant] = [
     M(
         "bridge-plain-mlp-act-fn-silu",
         AB,
-        'act_fn=mlp.act if hasattr(mlp, "c_fc") else mlp.act_fn,',
+        "act_fn=getattr(mlp, name_act),",
         "act_fn=torch.nn.functional.silu,",
+        BRIDGE_CDT,
+    ),
+    M(
+        "bridge-neox-parallel-dropped",
+        AB,
+        'parallel=bool(getattr(config, "use_parallel_residual", False)),',
+        "parallel=False,",
+        BRIDGE_CDT,
+    ),
+    M(
+        "bridge-neox-qkv-as-row-blocks",
+        AB,
+        "W = fused.weight.view(n_heads, 3, d_head, -1).transpose(2, 3)",
+        "W = fused.weight.view(3, n_heads, d_head, -1).transpose(0, 1).transpose(2, 3)",
         BRIDGE_CDT,
     ),
     M(

@@ -33,6 +33,7 @@ from circuit_transfer.models.backend import TransformerBridge
 
 ARCHITECTURES = {
     "GPT2LMHeadModel",
+    "GPTNeoXForCausalLM",
     "ApertusForCausalLM",
     "LlamaForCausalLM",
     "MistralForCausalLM",
@@ -47,7 +48,8 @@ ARCHITECTURES = {
 }
 """HF architectures whose bridge the CD-T engine reads: the Llama layout (q/k/v/o projections, fused
 or not, rotary, RMSNorm, a gated MLP or Apertus's plain one) and GPT-2 (fused `c_attn`, learned
-positions, LayerNorm, GELU MLP)."""
+positions, LayerNorm, GELU MLP) and NeoX (per-head fused `query_key_value`, partial rotary, parallel
+blocks)."""
 
 PLAIN_RMS_NORMS = {
     "ApertusRMSNorm",
@@ -143,17 +145,28 @@ def _out_in(module: nn.Module) -> Float[Tensor, "d_out d_in"]:
     return module.weight.T if isinstance(module, Conv1D) else module.weight
 
 
-def _qkv(attn: nn.Module, sizes: tuple[int, int, int]) -> list[tuple[Tensor, Tensor | None]]:
-    """(weight `[d_out, d_model]`, bias) of the q, k and v projections: separate linears, or the
-    row blocks `[q; k; v]` of a fused `qkv_proj` (Phi-3) or `c_attn` (GPT-2), of sizes `sizes`."""
-    fused = getattr(attn, "qkv_proj", None) or getattr(attn, "c_attn", None)
-    if fused is not None:
+def _qkv(
+    attn: nn.Module, n_heads: int, n_kv: int, d_head: int
+) -> list[tuple[Float[Tensor, "n d_model d_head"], Float[Tensor, "n d_head"] | None]]:
+    """(W, b) per head of the q, k and v projections (k and v per KV group): separate linears,
+    the row blocks `[q; k; v]` of a fused `qkv_proj` (Phi-3) or `c_attn` (GPT-2), or NeoX's
+    `query_key_value`, whose rows interleave them per head (`[q_h; k_h; v_h]` for each head h)."""
+    if hasattr(attn, "query_key_value"):
+        fused = _hf(attn.query_key_value)
+        W = fused.weight.view(n_heads, 3, d_head, -1).transpose(2, 3)
+        b = [None] * 3 if fused.bias is None else fused.bias.view(n_heads, 3, d_head).unbind(1)
+        return [(W[:, i], _nonzero(b[i])) for i in range(3)]
+    counts = (n_heads, n_kv, n_kv)
+    fused = next((getattr(attn, n) for n in ("qkv_proj", "c_attn") if hasattr(attn, n)), None)
+    if fused is None:
+        linears = [_hf(getattr(attn, f"{part}_proj")) for part in "qkv"]
+        parts = [(linear.weight, linear.bias) for linear in linears]
+    else:
         fused = _hf(fused)
-        weights = _out_in(fused).split(sizes)
+        sizes = [n * d_head for n in counts]
         biases = [None] * 3 if fused.bias is None else fused.bias.split(sizes)
-        return list(zip(weights, biases, strict=True))
-    linears = [_hf(getattr(attn, f"{part}_proj")) for part in "qkv"]
-    return [(linear.weight, linear.bias) for linear in linears]
+        parts = list(zip(_out_in(fused).split(sizes), biases, strict=True))
+    return [_heads(weight, bias, n, d_head) for (weight, bias), n in zip(parts, counts, strict=True)]
 
 
 def _rotary_tables(
@@ -190,13 +203,11 @@ def _attention(bridge: TransformerBridge, layer: int, rotary: Rotary | None) -> 
     arch = architecture(bridge)
     config = bridge.original_model.config
     attn = _hf(bridge.blocks[layer].attn)
-    n_heads, d_head = config.num_attention_heads, attn.head_dim
+    n_heads = config.num_attention_heads
+    d_head = attn.head_dim if hasattr(attn, "head_dim") else attn.head_size  # NeoX: head_size
     n_kv = getattr(config, "num_key_value_heads", None) or n_heads
-    (q_w, q_b), (k_w, k_b), (v_w, v_b) = _qkv(attn, (n_heads * d_head, n_kv * d_head, n_kv * d_head))
-    W_Q, b_Q = _heads(q_w, q_b, n_heads, d_head)
-    W_K, b_K = _heads(k_w, k_b, n_kv, d_head)
-    W_V, b_V = _heads(v_w, v_b, n_kv, d_head)
-    o_proj = _hf(attn.o_proj if hasattr(attn, "o_proj") else attn.c_proj)
+    (W_Q, b_Q), (W_K, b_K), (W_V, b_V) = _qkv(attn, n_heads, n_kv, d_head)
+    o_proj = _hf(next(getattr(attn, n) for n in ("o_proj", "c_proj", "dense") if hasattr(attn, n)))
     W_O = _out_in(o_proj).view(-1, n_heads, d_head).permute(1, 2, 0)
     qk_norm = None
     if getattr(attn, "q_norm", None) is not None:
@@ -234,19 +245,22 @@ def _attention(bridge: TransformerBridge, layer: int, rotary: Rotary | None) -> 
 def _mlp(bridge: TransformerBridge, layer: int) -> MLP:
     mlp = _hf(bridge.blocks[layer].mlp)
     hook = f"blocks.{layer}.mlp"
-    if hasattr(mlp, "c_fc") or not hasattr(mlp, "gate_proj") and not hasattr(mlp, "gate_up_proj"):
-        # no gate: GPT-2 (c_fc, act, c_proj), Apertus (up_proj, act_fn, down_proj)
-        up, down = (
-            (_hf(mlp.c_fc), _hf(mlp.c_proj))
-            if hasattr(mlp, "c_fc")
-            else (_hf(mlp.up_proj), _hf(mlp.down_proj))
-        )
+    plain = {
+        "c_fc": ("c_proj", "act"),
+        "dense_h_to_4h": ("dense_4h_to_h", "act"),
+        "up_proj": ("down_proj", "act_fn"),
+    }
+    if not hasattr(mlp, "gate_proj") and not hasattr(mlp, "gate_up_proj"):
+        # no gate: GPT-2 (c_fc, act, c_proj), NeoX (dense_h_to_4h, ...), Apertus (up_proj, ...)
+        name_in = next(name for name in plain if hasattr(mlp, name))
+        name_out, name_act = plain[name_in]
+        up, down = _hf(getattr(mlp, name_in)), _hf(getattr(mlp, name_out))
         return MLP(
             W_in=_out_in(up).T,
             b_in=_nonzero(up.bias),
             W_out=_out_in(down).T,
             b_out=_nonzero(down.bias),
-            act_fn=mlp.act if hasattr(mlp, "c_fc") else mlp.act_fn,
+            act_fn=getattr(mlp, name_act),
             hook=hook,
         )
     if hasattr(mlp, "gate_up_proj"):  # Phi-3: one linear, rows [gate; up]
@@ -305,7 +319,7 @@ def bridge_access(bridge: TransformerBridge, n_positions: int | None = None) -> 
                 ln2_post=norms.get("ln2_post"),
                 attn=_attention(bridge, layer, rotaries[layer_types[layer]]),
                 mlp=_mlp(bridge, layer),
-                parallel=False,
+                parallel=bool(getattr(config, "use_parallel_residual", False)),  # NeoX
                 # OLMo 2's output norms: `ln1`/`ln2` in TL 3.9's bridge (post-norm), `ln1_post`/`ln2_post`
                 # (sandwich norms without input norms) in TL 4.3's; the same computation
                 post_norm=arch in POST_NORM and "ln1" in norms,

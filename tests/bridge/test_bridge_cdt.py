@@ -35,6 +35,7 @@ pytestmark = pytest.mark.bridge
 MAPPED = [
     "apertus",
     "gpt2",
+    "neox",
     "llama",
     "qwen3",
     "gemma3",
@@ -48,7 +49,8 @@ MAPPED = [
 ]
 """Families the bridge builder maps: GQA, QK-norm per head (Qwen3, Gemma 3) and over all heads
 (OLMo 2, 3), Gemma's 1 + weight norms, sandwich and post norms, soft-caps, sliding windows, two rotary
-bases (Gemma 3), fused QKV and gate-up projections (Phi-3)."""
+bases (Gemma 3), fused QKV and gate-up projections (Phi-3, GPT-2; NeoX's per head), learned
+positions and LayerNorm (GPT-2, NeoX), parallel blocks and partial rotary (NeoX)."""
 
 CORE = ["llama", "qwen3", "gemma3"]
 RULES = [Rules("decomposed", "magnitude"), Rules("frozen", "irrelevant")]
@@ -86,8 +88,9 @@ def _baseline(model, seed: int = 0) -> Tensor:
 
 def _record(model) -> list[str]:
     suffixes = ["hook_resid_post", "hook_attn_out", "attn.hook_pattern", "mlp.hook_post"]
-    # no rotary on GPT-2; the bridge's fused-QKV rotary attention (Phi-3) never fires hook_rot_q
-    if model.cfg.positional_embedding_type == "rotary" and model.cfg.architecture != "Phi3ForCausalLM":
+    # no rotary on GPT-2; the bridge's fused-QKV rotary attention (Phi-3, NeoX) never fires hook_rot_q
+    fused = type(model.blocks[0].attn).__name__.startswith("JointQKV")
+    if model.cfg.positional_embedding_type == "rotary" and not fused:
         suffixes.append("attn.hook_rot_q")
     return [f"blocks.{layer}.{s}" for layer in range(model.cfg.n_layers) for s in suffixes]
 
@@ -172,6 +175,7 @@ def test_bridge_cdt_equals_hooked_cdt(hf_dir, family: str) -> None:
     bridge = load_model(hf_dir(family), backend="bridge", device="cpu")
     tokens, mask = _batch(bridge)
     mu = _baseline(bridge)
+    parallel = model_access(bridge, n_positions=1).blocks[0].parallel  # NeoX: layer 0's MLP reads resid_pre
     for rules in RULES:
         record = [n for n in _record(bridge) if rules.attention == "decomposed" or "pattern" not in n]
         kwargs = dict(baseline=mu, record=record, attention_mask=mask, rules=rules)
@@ -186,7 +190,8 @@ def test_bridge_cdt_equals_hooked_cdt(hf_dir, family: str) -> None:
             a, b = _real(a, name, mask), _real(b, name, mask)
             if not b.any():  # upstream of every source (layer 0's q), or not decomposed (frozen)
                 assert not a.any(), (family, rules, name)
-                assert name.startswith("blocks.0.attn.") or rules.attention == "frozen", (family, name)
+                upstream = ("blocks.0.attn.", "blocks.0.mlp.") if parallel else ("blocks.0.attn.",)
+                assert name.startswith(upstream) or rules.attention == "frozen", (family, name)
                 continue
             err = float((a - b).abs().max() / b.abs().max())
             assert err <= PATTERN_TOL if name.endswith("hook_pattern") else err <= 1e-5, (
@@ -268,7 +273,9 @@ def test_bridge_engine_equals_reference(hf_dir, family: str) -> None:
                 assert err <= 1e-5 * _scale(cache[name], expected), (family, rules, name)
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3", "gemma3", "gemma2", "olmo2", "phi3", "apertus", "gpt2"])
+@pytest.mark.parametrize(
+    "family", ["llama", "qwen3", "gemma3", "gemma2", "olmo2", "phi3", "apertus", "gpt2", "neox"]
+)
 def test_bridge_first_order_against_autograd(hf_dir, family: str) -> None:
     """beta / eps is the JVP of the bridge's own forward pass (the HF modules, patterns and norm
     scales frozen by hooks): every value-path rule checked against the real architecture."""
