@@ -770,7 +770,13 @@ MUTANTS: list[Mutant] = [
         BRIDGE_CDT,
     ),
     M("bridge-window-ignored", AB, "window=_window(config, layer),", "window=None,", BRIDGE_CDT),
-    M("bridge-scale-sqrt-d-head", AB, "scale=1 / float(attn.scaling),", "scale=d_head**0.5,", BRIDGE_CDT),
+    M(
+        "bridge-scale-sqrt-d-head",
+        AB,
+        "scale=1.0 if arch in UNSCALED else 1 / float(attn.scaling),",
+        "scale=d_head**0.5,",
+        BRIDGE_CDT,
+    ),
     M(
         "bridge-olmo2-qk-norm-per-head",
         AB,
@@ -825,6 +831,13 @@ MUTANTS: list[Mutant] = [
         AB,
         "W = fused.weight.view(n_heads, 3, d_head, -1).transpose(2, 3)",
         "W = fused.weight.view(3, n_heads, d_head, -1).transpose(0, 1).transpose(2, 3)",
+        BRIDGE_CDT,
+    ),
+    M(
+        "bridge-gpt-neo-local-window-ignored",
+        AB,
+        'return config.window_size if config.attention_layers[layer] == "local" else None',
+        "return None",
         BRIDGE_CDT,
     ),
     M(

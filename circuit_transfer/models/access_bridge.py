@@ -33,6 +33,7 @@ from circuit_transfer.models.backend import TransformerBridge
 
 ARCHITECTURES = {
     "GPT2LMHeadModel",
+    "GPTNeoForCausalLM",
     "GPTNeoXForCausalLM",
     "ApertusForCausalLM",
     "LlamaForCausalLM",
@@ -48,8 +49,9 @@ ARCHITECTURES = {
 }
 """HF architectures whose bridge the CD-T engine reads: the Llama layout (q/k/v/o projections, fused
 or not, rotary, RMSNorm, a gated MLP or Apertus's plain one) and GPT-2 (fused `c_attn`, learned
-positions, LayerNorm, GELU MLP) and NeoX (per-head fused `query_key_value`, partial rotary, parallel
-blocks)."""
+positions, LayerNorm, GELU MLP), GPT-Neo (unscaled scores, local layers) and NeoX (per-head fused
+`query_key_value`, partial rotary, parallel blocks). Not OPT: its bridge flattens batch and
+position in the MLP hooks."""
 
 PLAIN_RMS_NORMS = {
     "ApertusRMSNorm",
@@ -68,6 +70,9 @@ OFFSET_RMS_NORMS = {"GemmaRMSNorm", "Gemma2RMSNorm", "Gemma3RMSNorm"}
 
 POST_NORM = {"Olmo2ForCausalLM", "Olmo3ForCausalLM"}
 """Architectures whose norms normalise each sublayer's output before the residual add (no input norms)."""
+
+UNSCALED = {"GPTNeoForCausalLM"}
+"""Architectures whose attention scores are `q . k` unscaled."""
 
 ALL_HEAD_QK_NORM = {"Olmo2ForCausalLM", "Olmo3ForCausalLM"}
 """Architectures whose QK-norm runs over all heads at once (`[n_heads * d_head]`), not per head."""
@@ -191,7 +196,10 @@ def _rotary_tables(
 
 
 def _window(config: object, layer: int) -> int | None:
-    """The layer's sliding window: per `layer_types` where the config has them, else all layers."""
+    """The layer's sliding window: per `layer_types` where the config has them (GPT-Neo:
+    `attention_layers` and `window_size`), else all layers."""
+    if getattr(config, "attention_layers", None) is not None:
+        return config.window_size if config.attention_layers[layer] == "local" else None
     window = getattr(config, "sliding_window", None)
     layer_types = getattr(config, "layer_types", None)
     if layer_types is not None and layer_types[layer] != "sliding_attention":
@@ -207,7 +215,9 @@ def _attention(bridge: TransformerBridge, layer: int, rotary: Rotary | None) -> 
     d_head = attn.head_dim if hasattr(attn, "head_dim") else attn.head_size  # NeoX: head_size
     n_kv = getattr(config, "num_key_value_heads", None) or n_heads
     (W_Q, b_Q), (W_K, b_K), (W_V, b_V) = _qkv(attn, n_heads, n_kv, d_head)
-    o_proj = _hf(next(getattr(attn, n) for n in ("o_proj", "c_proj", "dense") if hasattr(attn, n)))
+    o_proj = _hf(
+        next(getattr(attn, n) for n in ("o_proj", "c_proj", "dense", "out_proj") if hasattr(attn, n))
+    )
     W_O = _out_in(o_proj).view(-1, n_heads, d_head).permute(1, 2, 0)
     qk_norm = None
     if getattr(attn, "q_norm", None) is not None:
@@ -227,7 +237,7 @@ def _attention(bridge: TransformerBridge, layer: int, rotary: Rotary | None) -> 
         W_O=W_O,
         b_O=_nonzero(o_proj.bias),
         repeat=n_heads // n_kv,
-        scale=1 / float(attn.scaling),
+        scale=1.0 if arch in UNSCALED else 1 / float(attn.scaling),
         mask="causal",
         window=_window(config, layer),
         position="absolute" if rotary is None else "rotary",
@@ -246,12 +256,11 @@ def _mlp(bridge: TransformerBridge, layer: int) -> MLP:
     mlp = _hf(bridge.blocks[layer].mlp)
     hook = f"blocks.{layer}.mlp"
     plain = {
-        "c_fc": ("c_proj", "act"),
-        "dense_h_to_4h": ("dense_4h_to_h", "act"),
-        "up_proj": ("down_proj", "act_fn"),
+        "c_fc": ("c_proj", "act"),  # GPT-2, GPT-Neo
+        "dense_h_to_4h": ("dense_4h_to_h", "act"),  # NeoX
+        "up_proj": ("down_proj", "act_fn"),  # Apertus
     }
     if not hasattr(mlp, "gate_proj") and not hasattr(mlp, "gate_up_proj"):
-        # no gate: GPT-2 (c_fc, act, c_proj), NeoX (dense_h_to_4h, ...), Apertus (up_proj, ...)
         name_in = next(name for name in plain if hasattr(mlp, name))
         name_out, name_act = plain[name_in]
         up, down = _hf(getattr(mlp, name_in)), _hf(getattr(mlp, name_out))

@@ -35,6 +35,7 @@ pytestmark = pytest.mark.bridge
 MAPPED = [
     "apertus",
     "gpt2",
+    "gpt_neo",
     "neox",
     "llama",
     "qwen3",
@@ -296,12 +297,12 @@ def test_recording_a_hook_the_bridge_never_runs_is_refused(hf_dir) -> None:
 
 
 def test_unmapped_architecture_is_refused_by_name(hf_dir) -> None:
-    """OPT (learned positions with an offset, ReLU MLP) has no bridge mapping: refused before any
-    compute, saying what to do."""
-    bridge = load_model(hf_dir("opt"), backend="bridge", device="cpu")
+    """BLOOM (ALiBi, its own fused QKV) has no bridge mapping: refused before any compute, saying
+    what to do."""
+    bridge = load_model(hf_dir("bloom"), backend="bridge", device="cpu")
     tokens = torch.zeros(1, 4, dtype=torch.long)
     with pytest.raises(
-        NotImplementedError, match=r"OPTForCausalLM.*backend='hooked'.*estimator='attribution'"
+        NotImplementedError, match=r"BloomForCausalLM.*backend='hooked'.*estimator='attribution'"
     ):
         decompose_heads(bridge, tokens, [(0, 0)])
 
