@@ -18,6 +18,7 @@
 #   lr             the whole grid (runs what the two above left) and the selection of each rate
 #   primary        the primary family: jav and bug, 6 methods, 3 seeds (needs D, RET and the rates)
 #   wider          sun and min, k = 5% and 10%
+#   collect        finished runs' records into the results folders (before committing mid-sweep)
 # lr-dense and lr-circuit share the work folder and may run at the same time (one per core);
 # lr, which reads both, must start after both have finished.
 # D (discovery sentences per label) and RET are read from the JSON the earlier steps wrote, by the
@@ -89,6 +90,8 @@ main() {
           cp "$R/lr_nusax/circuits/scores-ind.json" "$R/nusax_wider/circuits/"
         $PY analyses/nusax_transfer.py $(sweep) --targets sun min --k 0.05 0.10 --out "$R/nusax_wider" \
           --work "$W/nusax_wider" ;;
+      collect)
+        $PY analyses/round2_choices.py collect --results "$R" --work "$W" ;;
       *) echo "unknown step $step (see the header of $0)" >&2; exit 2 ;;
     esac
   done

@@ -13,6 +13,9 @@ by hand after looking at results (analyses/README.md, "Second round: pre-registr
   (`circuit_transfer.evaluate.degenerate_readout`), the one with the highest macro-F1.
 - `proxy-summary`: copies the proxy checkpoint's metadata (training curve, test scores, wall time)
   into the results folder as `proxy-<lang>.json`, so the committed results record the proxy.
+- `collect`: copies every finished run's record and per-item predictions from the (git-ignored)
+  work folders into the results folders (`records.json`, `predictions/`), as the sweeps do when
+  they end, so runs finished by an interrupted sweep are in the committed results too.
 
     python analyses/round2_choices.py ret --results analyses/results/round2/gemma3-270m
 """
@@ -77,16 +80,36 @@ def proxy_summary(results: Path, proxy: Path) -> Path:
     return out
 
 
+SWEEPS = ("lr_nusax", "nusax_primary", "nusax_wider")
+"""Work folders under runs/analyses/round2/<model>/ and their results folders (same names)."""
+
+
+def collect_finished(results: Path, work: Path) -> list[str]:
+    from sweep import collect
+
+    done = []
+    for name in SWEEPS:
+        if (work / name / "runs").is_dir():
+            records = collect(work / name, results / name)
+            done.append(f"{name}: {len(records)} runs")
+    return done
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("d", "ret", "proxy-summary"))
+    p.add_argument("what", choices=("d", "ret", "proxy-summary", "collect"))
     p.add_argument("--results", type=Path, required=True, help="analyses/results/round2/<model>")
     p.add_argument("--proxy", type=Path, help="the proxy checkpoint (proxy-summary)")
+    p.add_argument("--work", type=Path, help="runs/analyses/round2/<model> (collect)")
     args = p.parse_args(argv)
     if args.what == "d":
         print(discovery_per_class(args.results))
     elif args.what == "ret":
         print(retention_language(args.results))
+    elif args.what == "collect":
+        if args.work is None:
+            raise SystemExit("collect needs --work DIR (runs/analyses/round2/<model>)")
+        print("[round2] collected " + ("; ".join(collect_finished(args.results, args.work)) or "nothing"))
     else:
         if args.proxy is None:
             raise SystemExit("proxy-summary needs --proxy DIR")

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
 
 from round2_choices import discovery_per_class, retention_language  # noqa: E402
 
-from circuit_transfer.io import atomic_write_json  # noqa: E402
+from circuit_transfer.io import atomic_write_json, read_json  # noqa: E402
 
 
 def _readouts(tmp_path: Path, rows: list[tuple[str, float, list[int]]]) -> Path:
@@ -94,3 +94,15 @@ def test_discovery_sample_fills_from_train_only_where_valid_is_short(data_dir):
     other = discovery_sample(task, "ind", 50, 1, data_dir, exclude_ids=[ex.id for ex in big])
     assert not {ex.id for ex in other} & {ex.id for ex in big}
     assert not {ex.id for ex in other} & valid_ids  # valid is used up by the first sample
+
+
+def test_collect_copies_finished_runs_of_an_unfinished_sweep_into_the_results(tmp_path):
+    from round2_choices import collect_finished
+
+    work, results = tmp_path / "runs", tmp_path / "results"
+    run = work / "nusax_primary" / "runs" / "ind" / "jav" / "full" / "n100" / "seed0"
+    atomic_write_json(run / "result.json", {"method": "full", "target": "jav"})
+    (work / "nusax_primary" / "runs" / "ind" / "jav" / "ct-sft-k0.05" / "n100" / "seed0").mkdir(parents=True)
+    assert collect_finished(results, work) == ["nusax_primary: 1 runs"]
+    records = read_json(results / "nusax_primary" / "records.json")
+    assert [(r["_path"], r["method"]) for r in records] == [("ind/jav/full/n100/seed0", "full")]
