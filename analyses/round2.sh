@@ -9,8 +9,8 @@
 # Steps (NusaX, Indonesian proxy):
 #   proxy          fine-tune the proxy on Indonesian NusaX (3 epochs, best valid epoch kept)
 #   readouts       the proxy on every language's test split -> the retention language RET
-#   discovery-cdt  discovery-size study with CD-T only at 30 and 90 sentences: all the rule for D
-#                  needs (the ct-sft rows' discovery size; 150 wins when neither is stable)
+#   discovery-cdt  discovery-size study with CD-T only, at 30 sentences and, if 30 is not stable,
+#                  at 90: all the rule for D needs (150 wins when neither is stable)
 #   discovery-all  the whole study: 30, 90, 150 sentences, all three estimators (agreement,
 #                  faithfulness); reuses the cached CD-T scores
 #   lr-dense       learning-rate grid for the methods that need no circuit (full, ln-only)
@@ -64,12 +64,16 @@ main() {
           $PY -m circuit_transfer.cli evaluate --model "$W/proxy-ind" --langs all --max-len 64 --batch-size 16 \
             --out "$R/readouts/eval-ind.json"
         echo "RET = $(choice ret)" ;;
-      discovery-cdt | discovery-all)
-        study=$([ "$step" = discovery-cdt ] && echo --estimators cdt --sizes 30 90 ||
-          echo --estimators cdt attribution ablation --sizes 30 90 150)
-        $PY analyses/discovery_size.py --proxy "$W/proxy-ind" --model "$M" --stabilize $SIZES \
-          $study --out "$R/discovery_size"
+      discovery-cdt)
+        for sizes in "30" "30 90"; do  # the smallest size that decides D (see round2_choices.py)
+          $PY analyses/discovery_size.py --proxy "$W/proxy-ind" --model "$M" --stabilize $SIZES \
+            --estimators cdt --sizes $sizes --out "$R/discovery_size"
+          if choice d > /dev/null 2>&1; then break; fi
+        done
         echo "D = $(choice d) per label" ;;
+      discovery-all)
+        $PY analyses/discovery_size.py --proxy "$W/proxy-ind" --model "$M" --stabilize $SIZES \
+          --estimators cdt attribution ablation --sizes 30 90 150 --out "$R/discovery_size" ;;
       lr-dense)
         $PY analyses/lr_selection.py --task nusax $(common) --methods full ln-only --targets jav bug \
           --out "$R/lr_nusax_dense" --work "$W/lr_nusax" ;;
