@@ -19,6 +19,8 @@
 #   primary        the primary family: jav and bug, 6 methods, 3 seeds (needs D, RET and the rates)
 #   wider          sun and min, k = 5% and 10%
 #   collect        finished runs' records into the results folders (before committing mid-sweep)
+#   restore        on a fresh machine (work folders gone, proxy retrained): committed records made
+#                  with this same proxy back into the work folders, so the sweeps skip them
 # lr-dense and lr-circuit share the work folder and may run at the same time (one per core);
 # lr, which reads both, must start after both have finished.
 # D (discovery sentences per label) and RET are read from the JSON the earlier steps wrote, by the
@@ -96,6 +98,8 @@ main() {
           --work "$W/nusax_wider" ;;
       collect)
         $PY analyses/round2_choices.py collect --results "$R" --work "$W" ;;
+      restore)
+        $PY analyses/round2_choices.py restore --results "$R" --work "$W" --proxy "$W/proxy-ind" ;;
       *) echo "unknown step $step (see the header of $0)" >&2; exit 2 ;;
     esac
   done

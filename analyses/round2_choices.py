@@ -16,6 +16,10 @@ by hand after looking at results (analyses/README.md, "Second round: pre-registr
 - `collect`: copies every finished run's record and per-item predictions from the (git-ignored)
   work folders into the results folders (`records.json`, `predictions/`), as the sweeps do when
   they end, so runs finished by an interrupted sweep are in the committed results too.
+- `restore`: the inverse of `collect`, for a fresh machine whose work folders are gone: every
+  committed record made with the current proxy (same weight fingerprint) is written back as its
+  run's `result.json` (and `predictions.npz`), so a resumed sweep skips it instead of rerunning it.
+  Records made with another proxy are refused: their runs are redone.
 
     python analyses/round2_choices.py ret --results analyses/results/round2/gemma3-270m
 """
@@ -23,6 +27,7 @@ by hand after looking at results (analyses/README.md, "Second round: pre-registr
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -30,7 +35,7 @@ from discovery_size import JACCARD_STABLE, SPEARMAN_STABLE
 
 from circuit_transfer.evaluate import degenerate_readout
 from circuit_transfer.io import atomic_write_json, read_json
-from circuit_transfer.models import read_checkpoint_metadata
+from circuit_transfer.models import checkpoint_fingerprint, read_checkpoint_metadata
 
 NUSAX_PROXY = "ind"
 NUSAX_TARGETS = ("jav", "bug", "sun", "min")
@@ -95,12 +100,48 @@ def collect_finished(results: Path, work: Path) -> list[str]:
     return done
 
 
+def restore_finished(results: Path, work: Path, fingerprint: str) -> list[str]:
+    """Committed records whose proxy has weight fingerprint `fingerprint` back into `work` (see top)."""
+    from sweep import load_records, predictions_path
+
+    from circuit_transfer.io import atomic_write
+    from circuit_transfer.transfer import PREDICTIONS
+
+    done = []
+    for name in SWEEPS:
+        if not (results / name / "records.json").exists():
+            continue
+        restored = other_proxy = 0
+        for rec in load_records(results / name):
+            if rec.get("proxy_fingerprint") != fingerprint:
+                other_proxy += 1
+                continue
+            run_dir = work / name / "runs" / rec["_path"]
+            if (run_dir / "result.json").exists():
+                continue
+            kept = predictions_path(results / name, rec)
+            if rec.get("predictions") and not kept.exists():
+                raise SystemExit(
+                    f"{kept} is missing: {rec['_path']} cannot be restored without its predictions"
+                )
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if kept.exists():
+                atomic_write(run_dir / PREDICTIONS, lambda tmp, kept=kept: shutil.copyfile(kept, tmp))
+            atomic_write_json(run_dir / "result.json", {k: v for k, v in rec.items() if k != "_path"})
+            restored += 1
+        done.append(
+            f"{name}: {restored} restored"
+            + (f", {other_proxy} made with another proxy (rerun)" if other_proxy else "")
+        )
+    return done
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("what", choices=("d", "ret", "proxy-summary", "collect"))
+    p.add_argument("what", choices=("d", "ret", "proxy-summary", "collect", "restore"))
     p.add_argument("--results", type=Path, required=True, help="analyses/results/round2/<model>")
-    p.add_argument("--proxy", type=Path, help="the proxy checkpoint (proxy-summary)")
-    p.add_argument("--work", type=Path, help="runs/analyses/round2/<model> (collect)")
+    p.add_argument("--proxy", type=Path, help="the proxy checkpoint (proxy-summary, restore)")
+    p.add_argument("--work", type=Path, help="runs/analyses/round2/<model> (collect, restore)")
     args = p.parse_args(argv)
     if args.what == "d":
         print(discovery_per_class(args.results))
@@ -110,6 +151,16 @@ def main(argv: list[str] | None = None) -> None:
         if args.work is None:
             raise SystemExit("collect needs --work DIR (runs/analyses/round2/<model>)")
         print("[round2] collected " + ("; ".join(collect_finished(args.results, args.work)) or "nothing"))
+    elif args.what == "restore":
+        if args.work is None or args.proxy is None:
+            raise SystemExit("restore needs --work DIR (runs/analyses/round2/<model>) and --proxy DIR")
+        print(
+            "[round2] "
+            + (
+                "; ".join(restore_finished(args.results, args.work, checkpoint_fingerprint(args.proxy)))
+                or "nothing to restore"
+            )
+        )
     else:
         if args.proxy is None:
             raise SystemExit("proxy-summary needs --proxy DIR")

@@ -106,3 +106,46 @@ def test_collect_copies_finished_runs_of_an_unfinished_sweep_into_the_results(tm
     assert collect_finished(results, work) == ["nusax_primary: 1 runs"]
     records = read_json(results / "nusax_primary" / "records.json")
     assert [(r["_path"], r["method"]) for r in records] == [("ind/jav/full/n100/seed0", "full")]
+
+
+def test_restore_puts_back_only_records_of_the_same_proxy_and_collect_then_gives_the_same_records(tmp_path):
+    from round2_choices import collect_finished, restore_finished
+
+    results, work = tmp_path / "results", tmp_path / "runs"
+    same = {"_path": "ind/jav/full/n100/lr3e-05/seed0", "method": "full", "proxy_fingerprint": "aaaa"}
+    same["predictions"] = {"file": "predictions.npz", "sets": {"after/jav": 2}}
+    other = {
+        "_path": "ind/jav/ct-sft-k0.05/n100/lr3e-05/seed0",
+        "method": "ct-sft",
+        "proxy_fingerprint": "bbbb",
+    }
+    atomic_write_json(results / "lr_nusax" / "records.json", [other, same])
+    kept = results / "lr_nusax" / "predictions" / "ind__jav__full__n100__lr3e-05__seed0.npz"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes(b"the predictions")
+
+    assert restore_finished(results, work, "aaaa") == [
+        "lr_nusax: 1 restored, 1 made with another proxy (rerun)"
+    ]
+    run = work / "lr_nusax" / "runs" / "ind" / "jav" / "full" / "n100" / "lr3e-05" / "seed0"
+    assert read_json(run / "result.json") == {k: v for k, v in same.items() if k != "_path"}
+    assert (run / "predictions.npz").read_bytes() == b"the predictions"
+    assert not (work / "lr_nusax" / "runs" / "ind" / "jav" / "ct-sft-k0.05").exists()
+    assert restore_finished(results, work, "aaaa") == [
+        "lr_nusax: 0 restored, 1 made with another proxy (rerun)"
+    ]
+    collect_finished(results, work)  # the round trip changes no record
+    assert read_json(results / "lr_nusax" / "records.json") == [other, same]
+
+
+def test_restore_refuses_a_record_whose_predictions_are_missing(tmp_path):
+    from round2_choices import restore_finished
+
+    rec = {
+        "_path": "ind/jav/full/n100/lr3e-05/seed0",
+        "proxy_fingerprint": "aaaa",
+        "predictions": {"sets": {}},
+    }
+    atomic_write_json(tmp_path / "results" / "lr_nusax" / "records.json", [rec])
+    with pytest.raises(SystemExit, match="cannot be restored without its predictions"):
+        restore_finished(tmp_path / "results", tmp_path / "runs", "aaaa")
