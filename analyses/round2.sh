@@ -18,6 +18,14 @@
 #   lr             the whole grid (runs what the two above left) and the selection of each rate
 #   primary        the primary family: jav and bug, 6 methods, 3 seeds (needs D, RET and the rates)
 #   wider          sun and min, k = 5% and 10%
+# Steps (XNLI, English proxy; D is the NusaX study's, max-len 128, 1000 test pairs, 498 valid):
+#   xnli-proxy     fine-tune the proxy on English XNLI (its dev set's 80% cut; 3 epochs)
+#   xnli-readouts  the XNLI proxy on 1000 test pairs of every language -> XNLI's RET
+#   xnli-lr        learning-rate grid on sw and ur (seed 0), all five methods, and the selection
+#   xnli           the XNLI family: sw, ur, hi, ar, 6 methods, 3 seeds
+# Steps (readers, after the sweeps they read):
+#   readers        editing vs preserving, forgetting (NusaX primary, and XNLI when done), and
+#                  circuits across languages (NusaX, CD-T, D per label)
 #   collect        finished runs' records into the results folders (before committing mid-sweep)
 #   restore        on a fresh machine (work folders gone, proxy retrained): committed records made
 #                  with this same proxy back into the work folders, so the sweeps skip them
@@ -46,6 +54,10 @@ main() {
   common() {
     echo --proxy "$W/proxy-ind" --model "$M" --proxy-langs ind --estimator cdt --stabilize \
       --k 0.05 --n-train 100 $SIZES "$@"
+  }
+  xcommon() {
+    echo --proxy "$W/proxy-xnli-en" --model "$M" --proxy-langs en --estimator cdt --stabilize \
+      --k 0.05 --n-train 100 --n-valid 498 --max-len 128 --batch-size 8 --discovery-per-class "$(choice d)" "$@"
   }
   sweep() {
     echo $(common --discovery-per-class "$(choice d)") \
@@ -96,10 +108,40 @@ main() {
           cp "$R/lr_nusax/circuits/scores-ind.json" "$R/nusax_wider/circuits/"
         $PY analyses/nusax_transfer.py $(sweep) --targets sun min --k 0.05 0.10 --out "$R/nusax_wider" \
           --work "$W/nusax_wider" ;;
+      xnli-proxy)
+        [ -f "$W/proxy-xnli-en/circuit_transfer.json" ] ||
+          $PY -m circuit_transfer.cli prepare-proxy --task xnli --model "$M" --lang en --max-len 128 --batch-size 8 \
+            --epochs 3 --n-test 1000 --out "$W/proxy-xnli-en"
+        $PY analyses/round2_choices.py proxy-summary --results "$R" --proxy "$W/proxy-xnli-en" ;;
+      xnli-readouts)
+        mkdir -p "$R/readouts"
+        [ -f "$R/readouts/eval-xnli-en.json" ] ||
+          $PY -m circuit_transfer.cli evaluate --model "$W/proxy-xnli-en" --task xnli --langs all --n 1000 \
+            --max-len 128 --batch-size 16 --out "$R/readouts/eval-xnli-en.json"
+        echo "XNLI RET = $($PY analyses/round2_choices.py ret --task xnli --results "$R")" ;;
+      xnli-lr)
+        $PY analyses/lr_selection.py --task xnli $(xcommon) --targets sw ur --out "$R/lr_xnli" --work "$W/lr_xnli" ;;
+      xnli)
+        mkdir -p "$R/xnli/circuits"
+        [ -f "$R/xnli/circuits/scores-en.json" ] || cp "$R/lr_xnli/circuits/scores-en.json" "$R/xnli/circuits/"
+        $PY analyses/xnli_transfer.py $(xcommon) --methods zero-shot full ct-sft near-zero random ln-only \
+          --seeds 0 1 2 --n-test 1000 --epochs 5 --lr-from "$R/lr_xnli/selection.json" --exclude-epoch0 \
+          --retention "$($PY analyses/round2_choices.py ret --task xnli --results "$R")" \
+          --targets sw ur hi ar --out "$R/xnli" --work "$W/xnli" ;;
+      readers)
+        xnli=()
+        [ -f "$R/xnli/records.json" ] && xnli=(--xnli "$R/xnli")
+        $PY analyses/editing_vs_preserving.py --nusax "$R/nusax_primary" "${xnli[@]}" --out "$R/editing_vs_preserving"
+        $PY analyses/forgetting.py --transfer "$R/nusax_primary" ${xnli[@]:1} --out "$R/forgetting"
+        $PY analyses/circuits_across_languages.py --proxy "$W/proxy-ind" --model "$M" --estimator cdt --stabilize \
+          --discovery-per-class "$(choice d)" --k 0.05 --max-len 64 --transfer "$R/nusax_primary" \
+          --out "$R/circuits_across_languages" --work "$W/circuits_across_languages" ;;
       collect)
         $PY analyses/round2_choices.py collect --results "$R" --work "$W" ;;
       restore)
-        $PY analyses/round2_choices.py restore --results "$R" --work "$W" --proxy "$W/proxy-ind" ;;
+        proxies=("$W/proxy-ind")
+        [ -f "$W/proxy-xnli-en/circuit_transfer.json" ] && proxies+=("$W/proxy-xnli-en")
+        $PY analyses/round2_choices.py restore --results "$R" --work "$W" --proxy "${proxies[@]}" ;;
       *) echo "unknown step $step (see the header of $0)" >&2; exit 2 ;;
     esac
   done

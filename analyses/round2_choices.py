@@ -8,8 +8,8 @@ by hand after looking at results (analyses/README.md, "Second round: pre-registr
   Jaccard >= 0.5 and mean Spearman >= 0.8, else 150; divided by the 3 labels. The rule never needs
   the largest size's stability (150 is the answer whether or not it is stable), so the study may
   decide on 30 and 90 first and run 150 later, for the report.
-- `ret`: the untouched retention language: among the languages that are neither the proxy nor a
-  pre-registered target, those whose proxy readout is not degenerate
+- `ret`: the untouched retention language (`--task nusax` or `xnli`): among the languages that are
+  neither the proxy nor a pre-registered target, those whose proxy readout is not degenerate
   (`circuit_transfer.evaluate.degenerate_readout`), the one with the highest macro-F1.
 - `proxy-summary`: copies the proxy checkpoint's metadata (training curve, test scores, wall time)
   into the results folder as `proxy-<lang>.json`, so the committed results record the proxy.
@@ -40,6 +40,10 @@ from circuit_transfer.models import checkpoint_fingerprint, read_checkpoint_meta
 NUSAX_PROXY = "ind"
 NUSAX_TARGETS = ("jav", "bug", "sun", "min")
 """Every NusaX target of the pre-registered families (primary jav, bug; secondary sun, min)."""
+XNLI_PROXY = "en"
+XNLI_TARGETS = ("sw", "ur", "hi", "ar")
+"""Every XNLI target of the pre-registered family."""
+PROXY_AND_TARGETS = {"nusax": (NUSAX_PROXY, NUSAX_TARGETS), "xnli": (XNLI_PROXY, XNLI_TARGETS)}
 N_LABELS = 3
 DISCOVERY_SIZES = (30, 90, 150)
 
@@ -60,13 +64,19 @@ def discovery_per_class(results: Path) -> int:
     return DISCOVERY_SIZES[-1] // N_LABELS
 
 
-def retention_language(results: Path) -> str:
-    path = results / "readouts" / "eval-ind.json"
+def readouts_path(results: Path, task: str = "nusax") -> Path:
+    """Where the `readouts` (NusaX) or `xnli-readouts` step writes the proxy's score per language."""
+    return results / "readouts" / ("eval-ind.json" if task == "nusax" else "eval-xnli-en.json")
+
+
+def retention_language(results: Path, task: str = "nusax") -> str:
+    path = readouts_path(results, task)
     if not path.exists():
         raise SystemExit(f"{path} is missing: run the readouts step first (analyses/round2.sh)")
+    proxy, targets = PROXY_AND_TARGETS[task]
     candidates = []
     for row in read_json(path)["results"]:
-        if row["lang"] in (NUSAX_PROXY, *NUSAX_TARGETS):
+        if row["lang"] in (proxy, *targets):
             continue
         why = degenerate_readout(row["predicted_counts"])
         if why is None:
@@ -85,7 +95,7 @@ def proxy_summary(results: Path, proxy: Path) -> Path:
     return out
 
 
-SWEEPS = ("lr_nusax", "nusax_primary", "nusax_wider")
+SWEEPS = ("lr_nusax", "nusax_primary", "nusax_wider", "lr_xnli", "xnli")
 """Work folders under runs/analyses/round2/<model>/ and their results folders (same names)."""
 
 
@@ -100,8 +110,8 @@ def collect_finished(results: Path, work: Path) -> list[str]:
     return done
 
 
-def restore_finished(results: Path, work: Path, fingerprint: str) -> list[str]:
-    """Committed records whose proxy has weight fingerprint `fingerprint` back into `work` (see top)."""
+def restore_finished(results: Path, work: Path, fingerprints: set[str]) -> list[str]:
+    """Committed records made with a proxy of these weight fingerprints back into `work` (see top)."""
     from sweep import load_records, predictions_path
 
     from circuit_transfer.io import atomic_write
@@ -113,7 +123,7 @@ def restore_finished(results: Path, work: Path, fingerprint: str) -> list[str]:
             continue
         restored = other_proxy = 0
         for rec in load_records(results / name):
-            if rec.get("proxy_fingerprint") != fingerprint:
+            if rec.get("proxy_fingerprint") not in fingerprints:
                 other_proxy += 1
                 continue
             run_dir = work / name / "runs" / rec["_path"]
@@ -140,13 +150,16 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("what", choices=("d", "ret", "proxy-summary", "collect", "restore"))
     p.add_argument("--results", type=Path, required=True, help="analyses/results/round2/<model>")
-    p.add_argument("--proxy", type=Path, help="the proxy checkpoint (proxy-summary, restore)")
+    p.add_argument("--task", choices=sorted(PROXY_AND_TARGETS), default="nusax", help="which readouts (ret)")
+    p.add_argument(
+        "--proxy", type=Path, nargs="+", help="the proxy checkpoint (proxy-summary; restore: all of them)"
+    )
     p.add_argument("--work", type=Path, help="runs/analyses/round2/<model> (collect, restore)")
     args = p.parse_args(argv)
     if args.what == "d":
         print(discovery_per_class(args.results))
     elif args.what == "ret":
-        print(retention_language(args.results))
+        print(retention_language(args.results, args.task))
     elif args.what == "collect":
         if args.work is None:
             raise SystemExit("collect needs --work DIR (runs/analyses/round2/<model>)")
@@ -157,14 +170,16 @@ def main(argv: list[str] | None = None) -> None:
         print(
             "[round2] "
             + (
-                "; ".join(restore_finished(args.results, args.work, checkpoint_fingerprint(args.proxy)))
+                "; ".join(
+                    restore_finished(args.results, args.work, {checkpoint_fingerprint(p) for p in args.proxy})
+                )
                 or "nothing to restore"
             )
         )
     else:
         if args.proxy is None:
             raise SystemExit("proxy-summary needs --proxy DIR")
-        print(f"[round2] wrote {proxy_summary(args.results, args.proxy)}")
+        print(f"[round2] wrote {proxy_summary(args.results, args.proxy[0])}")
 
 
 if __name__ == "__main__":

@@ -55,3 +55,27 @@ def test_prepare_proxy_caps_every_split_with_fixed_stratified_subsets(tmp_path, 
     meta = read_checkpoint_metadata(out)
     assert meta["splits"] == {"train": 30, "valid": 12, "test": 24}
     assert meta["test"]["n"] == 24
+
+
+def test_evaluate_n_scores_the_same_stratified_rows_as_the_sweeps_n_test(tmp_path, data_dir):
+    """`evaluate --n 24` reads out the rows `stratified_cap` gives a sweep's --n-test 24, per language."""
+    from circuit_transfer.cli import main
+    from circuit_transfer.evaluate import evaluate
+    from circuit_transfer.io import read_json
+    from circuit_transfer.models import load_model
+    from circuit_transfer.proxy import task_of_checkpoint
+    from circuit_transfer.tasks import stratified_cap
+
+    proxy = tmp_path / "proxy"
+    argv = ["prepare-proxy", "--task", "xnli", "--lang", "en", "--model", "tiny", "--epochs", "1"]
+    argv += ["--n-train", "30", "--n-valid", "12", "--n-test", "12", "--data-dir", str(data_dir)]
+    assert main([*argv, "--out", str(proxy)]) == 0
+    out = tmp_path / "eval.json"
+    argv = ["evaluate", "--model", str(proxy), "--langs", "en,sw", "--n", "24", "--data-dir", str(data_dir)]
+    assert main([*argv, "--max-len", "64", "--batch-size", "8", "--out", str(out)]) == 0
+    task, model = task_of_checkpoint(proxy), load_model(str(proxy))
+    for row in read_json(out)["results"]:
+        rows = stratified_cap(task.examples(row["lang"], "test", data_dir), 24, task.n_labels)
+        expected = evaluate(model, task, rows, 8, 64).to_dict()
+        assert row == {"lang": row["lang"], **expected} and row["n"] == 24
+        assert sum(row["predicted_counts"]) == 24

@@ -66,6 +66,12 @@ def register(subparsers) -> None:
     add_backend_arg(e)
     e.add_argument("--langs", default="all", help="comma-separated language codes, or 'all'")
     e.add_argument("--split", default="test", help="split to evaluate (default: test)")
+    e.add_argument(
+        "--n",
+        type=positive_int,
+        help="a fixed stratified subset of this size per language, seed 0 (default: all);"
+        " the same rows as the sweeps' --n-test",
+    )
     e.add_argument("--out", help="write the results as JSON here")
     add_overwrite_arg(e, "file")
     e.set_defaults(run=run_evaluate)
@@ -112,13 +118,17 @@ def run_prepare_proxy(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from circuit_transfer.evaluate import evaluate
     from circuit_transfer.models import load_model
+    from circuit_transfer.tasks import stratified_cap
 
     check_out_file(args.out, args.overwrite)
     task = task_for_checkpoint(args, args.model)
     langs = (
         task.languages() if args.langs == "all" else [task.normalise_lang(x) for x in args.langs.split(",")]
     )
-    examples_by_lang = {lang: task.examples(lang, args.split, args.data_dir) for lang in langs}
+    examples_by_lang = {
+        lang: stratified_cap(task.examples(lang, args.split, args.data_dir), args.n, task.n_labels)
+        for lang in langs
+    }
     model = load_model(args.model, backend=args.backend)
     rows = []
     for lang, examples in examples_by_lang.items():

@@ -36,6 +36,16 @@ def test_retention_is_the_best_non_degenerate_language_that_is_neither_proxy_nor
     assert retention_language(results) == "bjn"
 
 
+def test_xnli_retention_excludes_the_english_proxy_and_the_xnli_targets_and_reads_its_own_file(tmp_path):
+    rows = [("en", 0.9, [330, 330, 340]), ("hi", 0.8, [330, 330, 340]), ("de", 0.7, [900, 50, 50])]
+    rows += [("fr", 0.6, [330, 330, 340]), ("es", 0.65, [330, 330, 340])]
+    results = [{"lang": lang, "macro_f1": f1, "predicted_counts": counts} for lang, f1, counts in rows]
+    atomic_write_json(tmp_path / "readouts" / "eval-xnli-en.json", {"results": results})
+    assert retention_language(tmp_path, "xnli") == "es"  # de: one label takes 90%
+    with pytest.raises(SystemExit, match="eval-ind.json is missing"):
+        retention_language(tmp_path, "nusax")
+
+
 def test_no_usable_retention_language_is_refused(tmp_path):
     results = _readouts(tmp_path, [("ind", 0.9, [130, 130, 140]), ("eng", 0.7, [10, 370, 20])])
     with pytest.raises(SystemExit, match="non-degenerate"):
@@ -124,14 +134,14 @@ def test_restore_puts_back_only_records_of_the_same_proxy_and_collect_then_gives
     kept.parent.mkdir(parents=True)
     kept.write_bytes(b"the predictions")
 
-    assert restore_finished(results, work, "aaaa") == [
+    assert restore_finished(results, work, {"aaaa"}) == [
         "lr_nusax: 1 restored, 1 made with another proxy (rerun)"
     ]
     run = work / "lr_nusax" / "runs" / "ind" / "jav" / "full" / "n100" / "lr3e-05" / "seed0"
     assert read_json(run / "result.json") == {k: v for k, v in same.items() if k != "_path"}
     assert (run / "predictions.npz").read_bytes() == b"the predictions"
     assert not (work / "lr_nusax" / "runs" / "ind" / "jav" / "ct-sft-k0.05").exists()
-    assert restore_finished(results, work, "aaaa") == [
+    assert restore_finished(results, work, {"aaaa"}) == [
         "lr_nusax: 0 restored, 1 made with another proxy (rerun)"
     ]
     collect_finished(results, work)  # the round trip changes no record
@@ -148,4 +158,4 @@ def test_restore_refuses_a_record_whose_predictions_are_missing(tmp_path):
     }
     atomic_write_json(tmp_path / "results" / "lr_nusax" / "records.json", [rec])
     with pytest.raises(SystemExit, match="cannot be restored without its predictions"):
-        restore_finished(tmp_path / "results", tmp_path / "runs", "aaaa")
+        restore_finished(tmp_path / "results", tmp_path / "runs", {"aaaa"})
