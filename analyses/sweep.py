@@ -492,7 +492,64 @@ def preregistered(out: Path, records: list[dict], readouts: dict[str, dict]) -> 
     adjusted = holm({str(i): family[i].get("bootstrap", {}).get("p") for i in tested})
     for i in tested:
         family[i]["p_holm"] = adjusted[str(i)]
-    return {"family_size": len(tested), "contrasts": family}
+    return {"family_size": len(tested), "contrasts": family, "verdicts": verdicts(family)}
+
+
+CLAIMS = (
+    ("CT-SFT beats full fine-tuning", "full", "target accuracy"),
+    ("the circuit matters (editing): CT-SFT beats near-zero heads", "near-zero", "target accuracy"),
+    ("the circuit matters (not just sparsity): CT-SFT beats random heads", "random", "target accuracy"),
+    ("CT-SFT forgets less than full fine-tuning", "full", "forgetting"),
+    ("CT-SFT forgets less than near-zero heads", "near-zero", "forgetting"),
+    ("CT-SFT forgets less than random heads", "random", "forgetting"),
+)
+"""The pre-registered claims 1-6 (analyses/README.md): the other method and the measure of each."""
+
+
+def verdicts(family: list[dict], alpha: float = 0.05) -> list[dict]:
+    """Each claim's verdict by the pre-registered rule, from its Holm-adjusted contrasts.
+
+    A unit is one tested contrast of the claim (a target, or a target's retention language). The
+    claimed sign is CT-SFT higher on target accuracy (difference > 0) and a smaller drop on
+    forgetting (drop minus drop < 0). "holds": every unit has p_holm < alpha with the claimed sign;
+    "partly": some do; "not supported": none do (units significant the other way are counted too).
+    "not tested": the claim has no tested unit yet (runs missing, or every retention language
+    degenerate)."""
+    out = []
+    for number, (claim, other, measure) in enumerate(CLAIMS, start=1):
+        units = [
+            c
+            for c in family
+            if c["versus"] == other and c["measure"] == measure and "p_holm" in c and c.get("bootstrap")
+        ]
+        sign = 1 if measure == "target accuracy" else -1
+        supported = [c for c in units if c["p_holm"] < alpha and sign * c["bootstrap"]["difference"] > 0]
+        against = [c for c in units if c["p_holm"] < alpha and sign * c["bootstrap"]["difference"] < 0]
+        if not units:
+            verdict = "not tested"
+        elif len(supported) == len(units):
+            verdict = "holds"
+        elif supported:
+            verdict = "partly"
+        else:
+            verdict = "not supported"
+        out.append(
+            {
+                "claim": number,
+                "text": claim,
+                "versus": other,
+                "measure": measure,
+                "verdict": verdict,
+                "units": len(units),
+                "supported": [_unit(c) for c in supported],
+                "significant_against": [_unit(c) for c in against],
+            }
+        )
+    return out
+
+
+def _unit(c: dict) -> str:
+    return f"{c['cell'][1]}/{c['language']}"
 
 
 def _item_contrast(out: Path, index: dict, cell: tuple, other: str, lang: str, seeds: list[int]) -> dict:
@@ -626,6 +683,19 @@ def render(out: Path, name: str, summary: dict, anchors: list[str], anchor=None)
             "percentile interval of a paired bootstrap over test items (10,000 resamples, seed 0, the same "
             "items for every seed); p two-sided; Holm-adjusted over the "
             f"{summary.get('preregistered', {}).get('family_size', 0)} tested contrasts.",
+            "Verdicts by the pre-registered rule (Holm-adjusted p < 0.05 with the claimed sign in every tested "
+            "unit: holds; in some: partly; in none: not supported): "
+            + "; ".join(
+                f"{v['claim']}. {v['text']}: {v['verdict']}"
+                + (f" ({len(v['supported'])}/{v['units']} units)" if v["units"] else "")
+                + (
+                    f", significant the other way in {', '.join(v['significant_against'])}"
+                    if v["significant_against"]
+                    else ""
+                )
+                for v in summary.get("preregistered", {}).get("verdicts", [])
+            )
+            + ".",
             "Degenerate readouts of the unchanged proxy (never used as retention languages): "
             + (", ".join(degenerate) if degenerate else "none")
             + " (the proxy predicts one label for > 75% of the items, or a label for < 5%).",

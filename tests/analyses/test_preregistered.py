@@ -92,3 +92,39 @@ def test_degenerate_readouts_of_the_first_round_are_caught():
     assert "label 1 is predicted for 0 of 200" in degenerate_readout([120, 0, 80])  # never the middle label
     assert degenerate_readout([70, 60, 70]) is None
     assert degenerate_readout([150, 40, 10]) is None  # 75% and 5% are allowed
+
+
+def test_verdicts_follow_the_preregistered_rule_with_the_claimed_sign_per_measure():
+    from sweep import verdicts
+
+    def unit(other, measure, target, lang, difference, p_holm):
+        return {
+            "cell": ["ind", target, 100, 0.05],
+            "versus": other,
+            "measure": measure,
+            "language": lang,
+            "bootstrap": {"difference": difference, "p": p_holm},
+            "p_holm": p_holm,
+        }
+
+    family = [
+        unit("full", "target accuracy", "jav", "jav", 0.05, 0.01),  # claim 1: both targets -> holds
+        unit("full", "target accuracy", "bug", "bug", 0.04, 0.03),
+        unit("near-zero", "target accuracy", "jav", "jav", 0.05, 0.01),  # claim 2: one of two -> partly
+        unit("near-zero", "target accuracy", "bug", "bug", 0.02, 0.20),
+        unit("random", "target accuracy", "jav", "jav", -0.05, 0.01),  # claim 3: wrong sign -> not supported
+        unit("random", "target accuracy", "bug", "bug", 0.01, 0.50),
+        unit("full", "forgetting", "jav", "eng", -0.10, 0.001),  # claim 4: a smaller drop is the claim
+        unit("full", "forgetting", "jav", "ind", -0.08, 0.002),
+        unit("near-zero", "forgetting", "jav", "eng", 0.10, 0.001),  # claim 5: a larger drop -> against
+        {"cell": ["ind", "jav", 100, 0.05], "versus": "random", "measure": "forgetting", "language": "eng",
+         "excluded": "degenerate readout"},  # claim 6: nothing tested
+    ]  # fmt: skip
+    got = {v["claim"]: v for v in verdicts(family)}
+    assert [got[i]["verdict"] for i in range(1, 7)] == [
+        "holds", "partly", "not supported", "holds", "not supported", "not tested"
+    ]  # fmt: skip
+    assert got[2]["supported"] == ["jav/jav"] and got[2]["units"] == 2
+    assert got[3]["significant_against"] == ["jav/jav"]
+    assert got[5]["significant_against"] == ["jav/eng"] and got[5]["supported"] == []
+    assert got[1]["significant_against"] == [] and got[6]["units"] == 0
