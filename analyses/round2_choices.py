@@ -16,6 +16,7 @@ by hand after looking at results (analyses/README.md, "Second round: pre-registr
 - `collect`: copies every finished run's record and per-item predictions from the (git-ignored)
   work folders into the results folders (`records.json`, `predictions/`), as the sweeps do when
   they end, so runs finished by an interrupted sweep are in the committed results too.
+  It also rebuilds the model's `manifest.json` (see `write_manifest`).
 - `restore`: the inverse of `collect`, for a fresh machine whose work folders are gone: every
   committed record made with the current proxy (same weight fingerprint) is written back as its
   run's `result.json` (and `predictions.npz`), so a resumed sweep skips it instead of rerunning it.
@@ -107,7 +108,45 @@ def collect_finished(results: Path, work: Path) -> list[str]:
         if (work / name / "runs").is_dir():
             records = collect(work / name, results / name)
             done.append(f"{name}: {len(records)} runs")
+    write_manifest(results)
     return done
+
+
+def write_manifest(results: Path) -> Path:
+    """One model's `manifest.json`: every proxy (training seed, settings, wall time) and every
+    invocation recorded in a step folder's own manifest (command, package versions, settings with
+    the seeds, runs done and skipped, wall time, finished or not), sorted by start time, with the
+    total wall time. Rebuilt from those files only, so it never disagrees with them."""
+    proxies = {}
+    for path in sorted(results.glob("proxy-*.json")):
+        meta = read_json(path)
+        proxies[path.stem] = {
+            "lang": meta.get("lang"),
+            "task": meta.get("task", {}).get("name"),
+            "seed": meta.get("train_config", {}).get("seed"),
+            "train_config": meta.get("train_config"),
+            "wall_time_s": meta.get("wall_time_s"),
+        }
+    invocations = []
+    for path in sorted(results.glob("*/manifest.json")):
+        for key, entry in read_json(path).get("invocations", {}).items():
+            invocations.append({"folder": path.parent.name, "key": key, **entry})
+    invocations.sort(key=lambda e: (e.get("started_utc") or "", e["key"]))
+    total = sum(p["wall_time_s"] or 0 for p in proxies.values()) + sum(
+        e.get("wall_time_s") or 0 for e in invocations
+    )
+    out = results / "manifest.json"
+    atomic_write_json(
+        out,
+        {
+            "model": results.name,
+            "proxies": proxies,
+            "invocations": invocations,
+            "wall_time_s_total": total,
+            "note": "Rebuilt by `round2_choices.py collect` from proxy-*.json and */manifest.json.",
+        },
+    )
+    return out
 
 
 def restore_finished(results: Path, work: Path, fingerprints: set[str]) -> list[str]:

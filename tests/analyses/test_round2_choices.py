@@ -159,3 +159,27 @@ def test_restore_refuses_a_record_whose_predictions_are_missing(tmp_path):
     atomic_write_json(tmp_path / "results" / "lr_nusax" / "records.json", [rec])
     with pytest.raises(SystemExit, match="cannot be restored without its predictions"):
         restore_finished(tmp_path / "results", tmp_path / "runs", {"aaaa"})
+
+
+def test_the_model_manifest_gathers_every_proxy_and_invocation_in_start_order(tmp_path):
+    from round2_choices import collect_finished
+
+    results = tmp_path / "gemma3-270m"
+    atomic_write_json(results / "proxy-ind.json", {"lang": "ind", "task": {"name": "nusax-senti"},
+                      "train_config": {"seed": 0, "epochs": 3}, "wall_time_s": 100.0})  # fmt: skip
+    late = {"command": "python b.py", "started_utc": "2026-12-02T07:00:00Z", "wall_time_s": 20.0}
+    early = {"command": "python a.py", "started_utc": "2026-12-02T06:00:00Z", "wall_time_s": 5.5}
+    atomic_write_json(results / "lr_nusax" / "manifest.json", {"invocations": {"k2": late}})
+    atomic_write_json(results / "discovery_size" / "manifest.json", {"invocations": {"k1": early}})
+    collect_finished(results, tmp_path / "runs")
+    manifest = read_json(results / "manifest.json")
+    assert manifest["model"] == "gemma3-270m"
+    assert (
+        manifest["proxies"]["proxy-ind"]["seed"] == 0
+        and manifest["proxies"]["proxy-ind"]["wall_time_s"] == 100.0
+    )
+    assert [(e["folder"], e["command"]) for e in manifest["invocations"]] == [
+        ("discovery_size", "python a.py"),
+        ("lr_nusax", "python b.py"),
+    ]
+    assert manifest["wall_time_s_total"] == 125.5
