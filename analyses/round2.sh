@@ -17,6 +17,8 @@
 #   lr-circuit     learning-rate grid for ct-sft, near-zero and random (needs D)
 #   lr             the whole grid (runs what the two above left) and the selection of each rate
 #   primary        the primary family: jav and bug, 6 methods, 3 seeds (needs D, RET and the rates)
+#   primary-dense  the part of it that needs no circuit (zero-shot, full, ln-only), and
+#   primary-circuit  the rest (ct-sft, near-zero, random): one per core, then primary for the tables
 #   wider          sun and min, k = 5% and 10%
 # Steps (XNLI, English proxy; D is the NusaX study's, max-len 128, 1000 test pairs, 498 valid):
 #   xnli-proxy     fine-tune the proxy on English XNLI (its dev set's 80% cut; 3 epochs)
@@ -30,7 +32,8 @@
 #   restore        on a fresh machine (work folders gone, proxy retrained): committed records made
 #                  with this same proxy back into the work folders, so the sweeps skip them
 # lr-dense and lr-circuit share the work folder and may run at the same time (one per core);
-# lr, which reads both, must start after both have finished.
+# lr, which reads both, must start after both have finished. Likewise primary-dense and
+# primary-circuit (one full fine-tuning and one sparse run fit in 24 GB; two full ones do not).
 # D (discovery sentences per label) and RET are read from the JSON the earlier steps wrote, by the
 # pre-registered rules (analyses/round2_choices.py). Paths: results (JSON, committed) under
 # analyses/results/round2/<model>/, checkpoints and run folders under runs/analyses/round2/<model>/.
@@ -59,9 +62,9 @@ main() {
     echo --proxy "$W/proxy-xnli-en" --model "$M" --proxy-langs en --estimator cdt --stabilize \
       --k 0.05 --n-train 100 --n-valid 498 --max-len 128 --batch-size 8 --discovery-per-class "$(choice d)" "$@"
   }
-  sweep() {
+  sweep() {  # sweep METHOD...
     echo $(common --discovery-per-class "$(choice d)") \
-      --methods zero-shot full ct-sft near-zero random ln-only --seeds 0 1 2 --n-test 400 --epochs 5 \
+      --methods "$@" --seeds 0 1 2 --n-test 400 --epochs 5 \
       --lr-from "$R/lr_nusax/selection.json" --exclude-epoch0 --retention "$(choice ret)"
   }
 
@@ -97,16 +100,22 @@ main() {
       lr)
         $PY analyses/lr_selection.py --task nusax $(common --discovery-per-class "$(choice d)") \
           --targets jav bug --out "$R/lr_nusax" --work "$W/lr_nusax" ;;
-      primary)
+      primary | primary-dense | primary-circuit)
         mkdir -p "$R/nusax_primary/circuits"
         [ -f "$R/nusax_primary/circuits/scores-ind.json" ] ||
           cp "$R/lr_nusax/circuits/scores-ind.json" "$R/nusax_primary/circuits/"
-        $PY analyses/nusax_transfer.py $(sweep) --targets jav bug --out "$R/nusax_primary" --work "$W/nusax_primary" ;;
+        case $step in
+          primary) methods="zero-shot full ct-sft near-zero random ln-only" ;;
+          primary-dense) methods="zero-shot full ln-only" ;;
+          primary-circuit) methods="ct-sft near-zero random" ;;
+        esac
+        $PY analyses/nusax_transfer.py $(sweep $methods) --targets jav bug --out "$R/nusax_primary" \
+          --work "$W/nusax_primary" ;;
       wider)
         mkdir -p "$R/nusax_wider/circuits"
         [ -f "$R/nusax_wider/circuits/scores-ind.json" ] ||
           cp "$R/lr_nusax/circuits/scores-ind.json" "$R/nusax_wider/circuits/"
-        $PY analyses/nusax_transfer.py $(sweep) --targets sun min --k 0.05 0.10 --out "$R/nusax_wider" \
+        $PY analyses/nusax_transfer.py $(sweep zero-shot full ct-sft near-zero random ln-only) --targets sun min --k 0.05 0.10 --out "$R/nusax_wider" \
           --work "$W/nusax_wider" ;;
       xnli-proxy)
         [ -f "$W/proxy-xnli-en/circuit_transfer.json" ] ||
