@@ -16,7 +16,8 @@
 #   lr-dense       learning-rate grid for the methods that need no circuit (full, ln-only)
 #   lr-circuit     learning-rate grid for ct-sft, near-zero and random (needs D)
 #   lr             the whole grid (runs what the two above left) and the selection of each rate
-#   primary        the primary family: jav and bug, 6 methods, 3 seeds (needs D, RET and the rates)
+#   primary        the NusaX family: jav and bug (SmolLM2: jav, bug, sun, min), 6 methods, 3 seeds
+#                  (needs D, RET and the rates)
 #   primary-dense  the part of it that needs no circuit (zero-shot, full, ln-only), and
 #   primary-circuit  the rest (ct-sft, near-zero, random): one per core, then primary for the tables
 #   wider          sun and min, k = 5% and 10%
@@ -51,6 +52,12 @@ main() {
   R=analyses/results/round2/$M
   W=runs/analyses/round2/$M
   SIZES="--max-len 64 --batch-size 8"
+  # The NusaX family's targets (pre-registration): Gemma's primary family is jav and bug (sun and min
+  # are its wider grid); SmolLM2's one NusaX family is jav, bug, sun and min.
+  case $M in
+    smollm2-135m) FAMILY_TARGETS="jav bug sun min" ;;
+    *) FAMILY_TARGETS="jav bug" ;;
+  esac
   mkdir -p "$R" "$W"
 
   choice() { $PY analyses/round2_choices.py "$1" --results "$R"; }
@@ -109,7 +116,7 @@ main() {
           primary-dense) methods="zero-shot full ln-only" ;;
           primary-circuit) methods="ct-sft near-zero random" ;;
         esac
-        $PY analyses/nusax_transfer.py $(sweep $methods) --targets jav bug --out "$R/nusax_primary" \
+        $PY analyses/nusax_transfer.py $(sweep $methods) --targets $FAMILY_TARGETS --out "$R/nusax_primary" \
           --work "$W/nusax_primary" ;;
       wider)
         mkdir -p "$R/nusax_wider/circuits"
