@@ -41,7 +41,13 @@ def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="use (and if missing produce) quick exp. 1 results")
     p.add_argument("--tables-only", action="store_true", help="rebuild table.md from tradeoff.json")
-    p.add_argument("--nusax", type=Path, default=None, help="experiment 1 results folder")
+    p.add_argument(
+        "--nusax",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="experiment 1 results folder(s), pooled (e.g. two families)",
+    )
     p.add_argument("--xnli", type=Path, default=None, help="experiment 2 results folder (used when present)")
     p.add_argument("--proxy", type=Path, default=None, help="tiny proxy to reuse in quick mode")
     p.add_argument("--out", type=Path, default=None)
@@ -159,17 +165,24 @@ def main(argv: list[str] | None = None) -> dict:
         data = read_json(out / "tradeoff.json")
         render(out, data)
         return data
-    nusax = args.nusax or out.parent / "nusax_transfer"
+    nusax = args.nusax or [out.parent / "nusax_transfer"]
     xnli = args.xnli or out.parent / "xnli_transfer"
     manifest = Manifest(
-        out, f"analyses/{NAME}.py", argv, {"nusax": str(nusax), "xnli": str(xnli), "quick": args.quick}
+        out,
+        f"analyses/{NAME}.py",
+        argv,
+        {"nusax": [str(x) for x in nusax], "xnli": str(xnli), "quick": args.quick},
     )
-    ensure_transfer_results(nusax, args.quick, args.proxy)
-    datasets = {"nusax-senti": load_records(nusax)}
+    for folder in nusax:
+        ensure_transfer_results(folder, args.quick, args.proxy)
+    datasets = {"nusax-senti": [r for folder in nusax for r in load_records(folder)]}
     if (xnli / "records.json").exists():
         datasets["xnli"] = load_records(xnli)
     data = analyse(datasets)
-    data["sources"] = {"nusax-senti": str(nusax), **({"xnli": str(xnli)} if "xnli" in datasets else {})}
+    data["sources"] = {
+        "nusax-senti": [str(x) for x in nusax],
+        **({"xnli": str(xnli)} if "xnli" in datasets else {}),
+    }
     atomic_write_json(out / "tradeoff.json", data)
     render(out, data)
     manifest.finish()

@@ -27,7 +27,8 @@
 #   xnli-lr        learning-rate grid on sw and ur (seed 0), all five methods, and the selection
 #   xnli           the XNLI family: sw, ur, hi, ar, 6 methods, 3 seeds
 # Steps (readers, after the sweeps they read):
-#   readers        editing vs preserving, forgetting (NusaX primary, and XNLI when done), and
+#   readers        editing vs preserving (NusaX family and wider grid pooled), forgetting (NusaX
+#                  family; XNLI too when done), and
 #                  circuits across languages (NusaX, CD-T, D per label)
 #   collect        finished runs' records into the results folders (before committing mid-sweep)
 #   restore        on a fresh machine (work folders gone, proxy retrained): committed records made
@@ -145,9 +146,10 @@ main() {
           --retention "$($PY analyses/round2_choices.py ret --task xnli --results "$R")" \
           --targets sw ur hi ar --out "$R/xnli" --work "$W/xnli" ;;
       readers)
-        xnli=()
+        xnli=() nusax=("$R/nusax_primary")
         [ -f "$R/xnli/records.json" ] && xnli=(--xnli "$R/xnli")
-        $PY analyses/editing_vs_preserving.py --nusax "$R/nusax_primary" "${xnli[@]}" --out "$R/editing_vs_preserving"
+        [ -f "$R/nusax_wider/records.json" ] && nusax+=("$R/nusax_wider")
+        $PY analyses/editing_vs_preserving.py --nusax "${nusax[@]}" "${xnli[@]}" --out "$R/editing_vs_preserving"
         $PY analyses/forgetting.py --transfer "$R/nusax_primary" ${xnli[@]:1} --out "$R/forgetting"
         $PY analyses/circuits_across_languages.py --proxy "$W/proxy-ind" --model "$M" --estimator cdt --stabilize \
           --discovery-per-class "$(choice d)" --k 0.05 --max-len 64 --transfer "$R/nusax_primary" \
