@@ -112,17 +112,21 @@ def select(records: list[dict]) -> dict:
     curves.sort(key=lambda c: (c["proxy_lang"], c["method"], c["target"], c["lr"]))
     chosen: dict[str, dict] = {}
     for pl in sorted({c["proxy_lang"] for c in curves}):
+        # A method's selection is complete when it ran every rate any method ran, on every target.
+        targets = {c["target"] for c in curves if c["proxy_lang"] == pl}
+        grid = {c["lr"] for c in curves if c["proxy_lang"] == pl}
         for method in sorted({c["method"] for c in curves if c["proxy_lang"] == pl}):
             mine = [c for c in curves if c["proxy_lang"] == pl and c["method"] == method]
             by_lr: dict[float, list[float]] = {}
             for c in mine:
                 by_lr.setdefault(c["lr"], []).append(c["best_valid_accuracy"])
-            n_targets = len({c["target"] for c in mine})
-            complete = {lr: sum(v) / len(v) for lr, v in by_lr.items() if len(v) == n_targets}
-            lr = max(sorted(complete), key=lambda x: complete[x])  # ties: the smaller rate (sorted first)
+            complete = {lr: sum(v) / len(v) for lr, v in by_lr.items() if len(v) == len(targets)}
+            # ties: the smaller rate (sorted first); None while no rate has run on every target
+            lr = max(sorted(complete), key=lambda x: complete[x]) if complete else None
             chosen.setdefault(pl, {})[method] = {
                 "lr": lr,
-                "mean_best_valid_accuracy": complete[lr],
+                "complete": set(complete) == grid,
+                "mean_best_valid_accuracy": complete.get(lr),
                 "targets": sorted({c["target"] for c in mine}),
                 "by_lr": {f"{x:g}": complete[x] for x in sorted(complete)},
                 "best_epoch": {c["target"]: c["best_epoch"] for c in mine if c["lr"] == lr},
@@ -138,8 +142,9 @@ def select(records: list[dict]) -> dict:
 
 def render(out: Path, data: dict) -> str:
     chosen_rows = [
-        {"proxy": pl, "method": m, "chosen lr": f"{c['lr']:g}",
-         "mean best valid %": f"{100 * c['mean_best_valid_accuracy']:.1f}",
+        {"proxy": pl, "method": m,
+         "chosen lr": ("-" if c["lr"] is None else f"{c['lr']:g}") + ("" if c.get("complete", True) else " (grid incomplete)"),
+         "mean best valid %": "-" if c["lr"] is None else f"{100 * c['mean_best_valid_accuracy']:.1f}",
          **{f"valid % at {lr}": f"{100 * v:.1f}" for lr, v in c["by_lr"].items()},
          "best epoch": ", ".join(f"{t} {e}" for t, e in c["best_epoch"].items())}
         for pl, methods in data["chosen"].items() for m, c in methods.items()

@@ -57,6 +57,7 @@ def model_choices(results: Path) -> dict:
                 for method, chosen in methods.items():
                     rates[f"{task}/{proxy}/{method}"] = {
                         "lr": chosen["lr"],
+                        "complete": chosen.get("complete", True),
                         "mean_best_valid_accuracy": chosen["mean_best_valid_accuracy"],
                         "by_lr": chosen["by_lr"],
                     }
@@ -131,8 +132,10 @@ def render(report: dict, path: Path) -> str:
                 )
             else:
                 grid = ", ".join(f"{lr}: {_pct(v)}" for lr, v in r["by_lr"].items())
+                lr = "-" if r["lr"] is None else f"{r['lr']:g}"
+                status = "" if r["complete"] else ", grid incomplete"
                 choice_rows.append(
-                    {"choice": f"learning rate {key}", "value": f"{r['lr']:g} (mean best valid %: {grid})"}
+                    {"choice": f"learning rate {key}", "value": f"{lr} (mean best valid %: {grid}{status})"}
                 )
         sections.append((f"{model}: pre-registered choices", choice_rows, ["choice", "value"]))
         for family, title in FAMILIES.items():

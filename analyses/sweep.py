@@ -106,6 +106,13 @@ def chosen_lrs(path: Path) -> dict[str, dict[str, float]]:
     chosen = read_json(path).get("chosen")
     if not chosen:
         raise SystemExit(f"--lr-from {path}: holds no 'chosen' learning rates (not a selection.json?).")
+    for pl, methods in chosen.items():
+        for method, c in methods.items():
+            if c.get("complete") is False:
+                raise SystemExit(
+                    f"--lr-from {path}: the selection for {method} (proxy {pl}) is incomplete (rates run on every "
+                    f"target: {sorted(c['by_lr']) or 'none'}); finish the grid first (round2.sh MODEL lr)."
+                )
     return {pl: {m: c["lr"] for m, c in methods.items()} for pl, methods in chosen.items()}
 
 

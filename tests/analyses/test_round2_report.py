@@ -66,3 +66,27 @@ def test_report_reads_the_choices_and_recomputes_verdicts_from_the_contrasts(tmp
     assert "degenerate readout: label 2" in text
     assert "XNLI family (`xnli`): not run yet" in text
     assert re.search(r"NusaX: epoch 0 would have won\s*\|\s*1 of 8 runs", text)
+
+
+def test_an_incomplete_learning_rate_grid_chooses_nothing_and_the_sweep_refuses_it(tmp_path):
+    import pytest
+    from lr_selection import select
+    from sweep import chosen_lrs
+
+    def record(method, target, lr, valid):
+        return {"proxy_lang": "ind", "target": target, "method": method, "k_fraction": None,
+                "train_config": {"optim": {"lr": lr}, "start_is_candidate": False},
+                "curve": [{"valid_accuracy": 0.3}, {"valid_accuracy": valid}], "best_epoch": 1,
+                "target_accuracy": valid}  # fmt: skip
+
+    records = [record("ct-sft", t, lr, v) for t in ("jav", "bug") for lr, v in ((1e-4, 0.6), (3e-4, 0.7))]
+    records += [record("full", "jav", 1e-4, 0.8)]  # full has not run bug, nor 3e-4
+    chosen = select(records)["chosen"]["ind"]
+    assert (chosen["ct-sft"]["lr"], chosen["ct-sft"]["complete"]) == (3e-4, True)
+    assert (chosen["full"]["lr"], chosen["full"]["complete"]) == (None, False)
+    atomic_write_json(tmp_path / "selection.json", {"chosen": {"ind": chosen}})
+    with pytest.raises(SystemExit, match="the selection for full .* is incomplete"):
+        chosen_lrs(tmp_path / "selection.json")
+    del chosen["full"]
+    atomic_write_json(tmp_path / "selection.json", {"chosen": {"ind": chosen}})
+    assert chosen_lrs(tmp_path / "selection.json") == {"ind": {"ct-sft": 3e-4}}
