@@ -32,7 +32,8 @@
 #                  circuits across languages (NusaX, CD-T, D per label)
 #   collect        finished runs' records into the results folders (before committing mid-sweep)
 #   restore        on a fresh machine (work folders gone, proxy retrained): committed records made
-#                  with this same proxy back into the work folders, so the sweeps skip them
+#                  with this same proxy, or with one that passes proxy_equivalence.py's check (a
+#                  retraining on another CPU), back into the work folders, so the sweeps skip them
 # lr-dense and lr-circuit share the work folder and may run at the same time (one per core);
 # lr, which reads both, must start after both have finished. Likewise primary-dense and
 # primary-circuit (one full fine-tuning and one sparse run fit in 24 GB; two full ones do not).
@@ -159,7 +160,8 @@ main() {
       restore)
         proxies=("$W/proxy-ind")
         [ -f "$W/proxy-xnli-en/circuit_transfer.json" ] && proxies+=("$W/proxy-xnli-en")
-        $PY analyses/round2_choices.py restore --results "$R" --work "$W" --proxy "${proxies[@]}" ;;
+        $PY analyses/round2_choices.py restore --results "$R" --work "$W" --proxy "${proxies[@]}" \
+          --discovery-per-class "$(choice d)" ;;
       *) echo "unknown step $step (see the header of $0)" >&2; exit 2 ;;
     esac
   done

@@ -20,7 +20,10 @@ by hand after looking at results (analyses/README.md, "Second round: pre-registr
 - `restore`: the inverse of `collect`, for a fresh machine whose work folders are gone: every
   committed record made with the current proxy (same weight fingerprint) is written back as its
   run's `result.json` (and `predictions.npz`), so a resumed sweep skips it instead of rerunning it.
-  Records made with another proxy are refused: their runs are redone.
+  A record made with another proxy is restored only when the retrained proxy passes the check of
+  `proxy_equivalence.py` (same predictions and label logits within tolerance on the record's own
+  'before' items, same heads); the others are refused and their runs redone. Results folders'
+  cached head scores of another proxy move to `circuits/superseded/`, replaced by this proxy's.
 
     python analyses/round2_choices.py ret --results analyses/results/round2/gemma3-270m
 """
@@ -33,6 +36,7 @@ import sys
 from pathlib import Path
 
 from discovery_size import JACCARD_STABLE, SPEARMAN_STABLE
+from proxy_equivalence import ProxyEquivalence
 
 from circuit_transfer.evaluate import degenerate_readout
 from circuit_transfer.io import atomic_write_json, read_json
@@ -47,6 +51,8 @@ XNLI_TARGETS = ("sw", "ur", "hi", "ar")
 PROXY_AND_TARGETS = {"nusax": (NUSAX_PROXY, NUSAX_TARGETS), "xnli": (XNLI_PROXY, XNLI_TARGETS)}
 N_LABELS = 3
 DISCOVERY_SIZES = (30, 90, 150)
+DISCOVERY_MAX_LEN = {"nusax-senti": 64, "xnli": 128}
+"""The sweeps' max_len per task (`analyses/round2.sh`), with which their head scores are made."""
 
 
 def discovery_per_class(results: Path) -> int:
@@ -149,22 +155,26 @@ def write_manifest(results: Path) -> Path:
     return out
 
 
-def restore_finished(results: Path, work: Path, fingerprints: set[str]) -> list[str]:
-    """Committed records made with a proxy of these weight fingerprints back into `work` (see top)."""
+def restore_finished(
+    results: Path, work: Path, fingerprints: set[str], equivalence: dict | None = None
+) -> list[str]:
+    """Committed records back into `work` (see top): those made with a proxy of these weight
+    fingerprints, and those `equivalence[proxy_lang]` (a `ProxyEquivalence`) accepts."""
+    from proxy_equivalence import reused
     from sweep import load_records, predictions_path
 
+    from circuit_transfer.evaluate import load_predictions
     from circuit_transfer.io import atomic_write
     from circuit_transfer.transfer import PREDICTIONS
 
+    equivalence = equivalence or {}
     done = []
     for name in SWEEPS:
         if not (results / name / "records.json").exists():
             continue
-        restored = other_proxy = 0
+        restored = accepted = 0
+        refused: dict[str, int] = {}
         for rec in load_records(results / name):
-            if rec.get("proxy_fingerprint") not in fingerprints:
-                other_proxy += 1
-                continue
             run_dir = work / name / "runs" / rec["_path"]
             if (run_dir / "result.json").exists():
                 continue
@@ -173,16 +183,70 @@ def restore_finished(results: Path, work: Path, fingerprints: set[str]) -> list[
                 raise SystemExit(
                     f"{kept} is missing: {rec['_path']} cannot be restored without its predictions"
                 )
+            if rec.get("proxy_fingerprint") not in fingerprints:
+                check = equivalence.get(rec.get("proxy_lang"))
+                evidence, why = (
+                    (None, "another proxy")
+                    if check is None or not kept.exists()
+                    else (check.check(rec, load_predictions(kept)))
+                )
+                if evidence is None:
+                    refused[why] = refused.get(why, 0) + 1
+                    continue
+                rec = reused(rec, check.fingerprint, evidence)
+                accepted += 1
             run_dir.mkdir(parents=True, exist_ok=True)
             if kept.exists():
                 atomic_write(run_dir / PREDICTIONS, lambda tmp, kept=kept: shutil.copyfile(kept, tmp))
             atomic_write_json(run_dir / "result.json", {k: v for k, v in rec.items() if k != "_path"})
             restored += 1
-        done.append(
-            f"{name}: {restored} restored"
-            + (f", {other_proxy} made with another proxy (rerun)" if other_proxy else "")
-        )
+        line = f"{name}: {restored} restored"
+        if accepted:
+            line += f" ({accepted} made with an equivalent proxy)"
+        if refused:
+            line += ", rerun: " + ", ".join(f"{n} ({why})" for why, n in sorted(refused.items()))
+        done.append(line)
     return done
+
+
+def adopt_scores(results: Path, scores_path: Path, lang: str) -> list[str]:
+    """Every results folder's cached head scores of `lang` made with another proxy than
+    `scores_path`'s move to `circuits/superseded/` and are replaced by `scores_path` (the sweeps
+    refuse scores of another proxy; the superseded file is kept, never overwritten)."""
+    from circuit_transfer.discovery import Circuit
+
+    fingerprint = Circuit.load(scores_path).scores.extra["proxy_fingerprint"]
+    moved = []
+    for name in SWEEPS:
+        cached = results / name / "circuits" / f"scores-{lang}.json"
+        if not cached.exists():
+            continue
+        old = Circuit.load(cached).scores.extra.get("proxy_fingerprint")
+        if old == fingerprint:
+            continue
+        superseded = cached.parent / "superseded" / f"scores-{lang}-{old}.json"
+        if superseded.exists():
+            raise SystemExit(f"{superseded} exists: it is never overwritten; move it away first")
+        superseded.parent.mkdir(exist_ok=True)
+        cached.rename(superseded)
+        shutil.copyfile(scores_path, cached)
+        moved.append(f"{name}: head scores of proxy {old} -> circuits/superseded/, now {fingerprint}'s")
+    return moved
+
+
+def proxy_head_scores(proxy: Path, work: Path, per_class: int) -> Path:
+    """This proxy's head scores with the sweeps' discovery settings (CD-T with the stability rule,
+    `per_class` sentences per label, the task's max_len), cached under `work/equivalence/`."""
+    from common import head_scores
+
+    from circuit_transfer.tasks import Task
+
+    meta = read_checkpoint_metadata(proxy)
+    task = Task.from_dict(meta["task"])
+    path = work / "equivalence" / f"scores-{meta['lang']}.json"
+    max_len = DISCOVERY_MAX_LEN[task.name]
+    head_scores(proxy, task, meta["lang"], per_class, path, estimator="cdt", stabilize=True, max_len=max_len)
+    return path
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -194,6 +258,11 @@ def main(argv: list[str] | None = None) -> None:
         "--proxy", type=Path, nargs="+", help="the proxy checkpoint (proxy-summary; restore: all of them)"
     )
     p.add_argument("--work", type=Path, help="runs/analyses/round2/<model> (collect, restore)")
+    p.add_argument(
+        "--discovery-per-class",
+        type=int,
+        help="restore: D, for the head scores that confirm a record's heads under a retrained proxy",
+    )
     args = p.parse_args(argv)
     if args.what == "d":
         print(discovery_per_class(args.results))
@@ -206,15 +275,20 @@ def main(argv: list[str] | None = None) -> None:
     elif args.what == "restore":
         if args.work is None or args.proxy is None:
             raise SystemExit("restore needs --work DIR (runs/analyses/round2/<model>) and --proxy DIR")
-        print(
-            "[round2] "
-            + (
-                "; ".join(
-                    restore_finished(args.results, args.work, {checkpoint_fingerprint(p) for p in args.proxy})
-                )
-                or "nothing to restore"
-            )
-        )
+        lines = []
+        equivalence = {}
+        for proxy in args.proxy:
+            lang, scores = read_checkpoint_metadata(proxy)["lang"], None
+            if args.discovery_per_class:
+                scores_path = proxy_head_scores(proxy, args.work, args.discovery_per_class)
+                lines += adopt_scores(args.results, scores_path, lang)
+                from circuit_transfer.discovery import Circuit
+
+                scores = Circuit.load(scores_path).scores
+            equivalence[lang] = ProxyEquivalence(proxy, checkpoint_fingerprint(proxy), scores)
+        fingerprints = {checkpoint_fingerprint(p) for p in args.proxy}
+        lines += restore_finished(args.results, args.work, fingerprints, equivalence)
+        print("[round2] " + ("; ".join(lines) or "nothing to restore"))
     else:
         if args.proxy is None:
             raise SystemExit("proxy-summary needs --proxy DIR")
