@@ -225,10 +225,13 @@ def adopt_scores(results: Path, scores_path: Path, lang: str) -> list[str]:
         if old == fingerprint:
             continue
         superseded = cached.parent / "superseded" / f"scores-{lang}-{old}.json"
-        if superseded.exists():
-            raise SystemExit(f"{superseded} exists: it is never overwritten; move it away first")
-        superseded.parent.mkdir(exist_ok=True)
-        cached.rename(superseded)
+        if not superseded.exists():
+            superseded.parent.mkdir(exist_ok=True)
+            cached.rename(superseded)
+        elif superseded.read_bytes() == cached.read_bytes():
+            cached.unlink()  # kept already (a proxy of that fingerprint came back)
+        else:
+            raise SystemExit(f"{superseded} exists and differs from {cached}: neither is overwritten")
         shutil.copyfile(scores_path, cached)
         moved.append(f"{name}: head scores of proxy {old} -> circuits/superseded/, now {fingerprint}'s")
     return moved

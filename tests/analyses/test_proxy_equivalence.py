@@ -139,3 +139,10 @@ def test_head_scores_of_another_proxy_are_superseded_not_overwritten(tiny_proxy,
     superseded = cached.parent / "superseded" / f"scores-ind-{checkpoint_fingerprint(tiny_proxy)}.json"
     assert superseded.read_bytes() == old.read_bytes()
     assert adopt_scores(tmp_path / "results", new, "ind") == []  # already this proxy's
+    (line,) = adopt_scores(tmp_path / "results", old, "ind")  # the first proxy came back
+    assert cached.read_bytes() == old.read_bytes()
+    assert adopt_scores(tmp_path / "results", new, "ind")  # and went again: its copy is kept already
+    assert cached.read_bytes() == new.read_bytes() and superseded.read_bytes() == old.read_bytes()
+    (cached.parent / "superseded" / f"scores-ind-{checkpoint_fingerprint(near)}.json").write_text("{}")
+    with pytest.raises(SystemExit, match="differs"):
+        adopt_scores(tmp_path / "results", old, "ind")  # neither copy is overwritten

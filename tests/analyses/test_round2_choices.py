@@ -134,16 +134,12 @@ def test_restore_puts_back_only_records_of_the_same_proxy_and_collect_then_gives
     kept.parent.mkdir(parents=True)
     kept.write_bytes(b"the predictions")
 
-    assert restore_finished(results, work, {"aaaa"}) == [
-        "lr_nusax: 1 restored, rerun: 1 (another proxy)"
-    ]
+    assert restore_finished(results, work, {"aaaa"}) == ["lr_nusax: 1 restored, rerun: 1 (another proxy)"]
     run = work / "lr_nusax" / "runs" / "ind" / "jav" / "full" / "n100" / "lr3e-05" / "seed0"
     assert read_json(run / "result.json") == {k: v for k, v in same.items() if k != "_path"}
     assert (run / "predictions.npz").read_bytes() == b"the predictions"
     assert not (work / "lr_nusax" / "runs" / "ind" / "jav" / "ct-sft-k0.05").exists()
-    assert restore_finished(results, work, {"aaaa"}) == [
-        "lr_nusax: 0 restored, rerun: 1 (another proxy)"
-    ]
+    assert restore_finished(results, work, {"aaaa"}) == ["lr_nusax: 0 restored, rerun: 1 (another proxy)"]
     collect_finished(results, work)  # the round trip changes no record
     assert read_json(results / "lr_nusax" / "records.json") == [other, same]
 
