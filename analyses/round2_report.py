@@ -84,7 +84,8 @@ def family_report(results: Path, family: str) -> dict | None:
         "targets": sorted({r["target"] for r in summary["rows"]}),
         "runs": summary["n_runs"],
         "family_size": summary.get("preregistered", {}).get("family_size", 0),
-        "verdicts": verdicts(contrasts),
+        "complete": summary.get("preregistered", {}).get("complete", True),
+        "verdicts": verdicts(contrasts, complete=summary.get("preregistered", {}).get("complete", True)),
         "contrasts": contrasts,
     }
 
@@ -188,7 +189,9 @@ def render(report: dict, path: Path) -> str:
     notes = [
         "Rule (analyses/README.md, pre-registration): a claim holds when its Holm-adjusted p < 0.05 with the "
         "claimed sign (CT-SFT higher accuracy; a smaller drop) in every tested unit of the family, partly when in "
-        "some, otherwise it is not supported; 'not tested' when no unit has its runs yet.",
+        "some, otherwise it is not supported; 'not tested' when no unit can be tested; 'not decided' while "
+        "any contrast of the family lacks runs of a pre-registered seed (the contrasts are then interim "
+        "estimates, and their Holm adjustment is over the contrasts that have runs).",
         "Differences: paired bootstrap over test items (10,000 resamples, seed 0, the items resampled jointly over "
         "the seeds both methods ran). Forgetting: CT-SFT's drop minus the other method's (negative = CT-SFT forgets less).",
         "Each family's own table.md has the per-method accuracies with seed intervals; this file is rebuilt by "

@@ -406,7 +406,7 @@ def summarise(out: Path) -> dict:
     return {
         "rows": rows,
         "contrasts": contrasts(records),
-        "preregistered": preregistered(out, records, readouts),
+        "preregistered": preregistered(out, records, readouts, requested_seeds(out)),
         "readouts": readouts,
         "proxies": proxies,
         "retention_langs": retention_langs(records),
@@ -464,12 +464,31 @@ def _correct(out: Path, record: dict, name: str):
     return None if items is None else (items.correct.numpy(), items.ids)
 
 
-def preregistered(out: Path, records: list[dict], readouts: dict[str, dict]) -> dict:
+def requested_seeds(out: Path) -> list[int] | None:
+    """Every seed a sweep invocation of this results folder asked for (its manifest), or None."""
+    path = out / "manifest.json"
+    if not path.exists():
+        return None
+    asked = {
+        s
+        for e in read_json(path).get("invocations", {}).values()
+        for s in e.get("settings", {}).get("seeds", [])
+    }
+    return sorted(asked) or None
+
+
+def preregistered(
+    out: Path, records: list[dict], readouts: dict[str, dict], requested: list[int] | None = None
+) -> dict:
     """The pre-registered family (analyses/README.md): in every cell (proxy, target, n_train, k),
     CT-SFT minus full, near-zero and random on target accuracy, and on forgetting in every usable
     retention language (the proxy language and the extra ones, unless the proxy's readout there is
     degenerate: those are listed as excluded). Each contrast is a paired bootstrap over test items
-    (the same resample for every seed both methods ran); Holm's correction runs over the family."""
+    (the same resample for every seed both methods ran); Holm's correction runs over the family.
+
+    The family is `complete` when every tested contrast has runs of every seed in `requested` (the
+    seeds the sweep asked for; default: every seed among the records); until then the contrasts
+    are interim estimates and no claim is decided (`verdicts`)."""
     index = {
         (r["proxy_lang"], r["target"], r["method"], r.get("k_fraction"), r["data"]["n_train"], r["seed"]): r
         for r in records
@@ -499,7 +518,15 @@ def preregistered(out: Path, records: list[dict], readouts: dict[str, dict]) -> 
     adjusted = holm({str(i): family[i].get("bootstrap", {}).get("p") for i in tested})
     for i in tested:
         family[i]["p_holm"] = adjusted[str(i)]
-    return {"family_size": len(tested), "contrasts": family, "verdicts": verdicts(family)}
+    want = sorted(requested) if requested else sorted({r["seed"] for r in records})
+    complete = all(sorted(family[i].get("seeds", [])) == want for i in tested)
+    return {
+        "family_size": len(tested),
+        "seeds": want,
+        "complete": complete,
+        "contrasts": family,
+        "verdicts": verdicts(family, complete=complete),
+    }
 
 
 CLAIMS = (
@@ -513,15 +540,16 @@ CLAIMS = (
 """The pre-registered claims 1-6 (analyses/README.md): the other method and the measure of each."""
 
 
-def verdicts(family: list[dict], alpha: float = 0.05) -> list[dict]:
+def verdicts(family: list[dict], alpha: float = 0.05, complete: bool = True) -> list[dict]:
     """Each claim's verdict by the pre-registered rule, from its Holm-adjusted contrasts.
 
     A unit is one tested contrast of the claim (a target, or a target's retention language). The
     claimed sign is CT-SFT higher on target accuracy (difference > 0) and a smaller drop on
     forgetting (drop minus drop < 0). "holds": every unit has p_holm < alpha with the claimed sign;
     "partly": some do; "not supported": none do (units significant the other way are counted too).
-    "not tested": the claim has no tested unit yet (runs missing, or every retention language
-    degenerate)."""
+    "not tested": the claim has no tested unit (every retention language degenerate). While the
+    family is not `complete` (runs missing), every claim is "not decided (family incomplete)": a
+    partial family would decide on fewer units and a smaller Holm correction than pre-registered."""
     out = []
     for number, (claim, other, measure) in enumerate(CLAIMS, start=1):
         units = [
@@ -532,7 +560,9 @@ def verdicts(family: list[dict], alpha: float = 0.05) -> list[dict]:
         sign = 1 if measure == "target accuracy" else -1
         supported = [c for c in units if c["p_holm"] < alpha and sign * c["bootstrap"]["difference"] > 0]
         against = [c for c in units if c["p_holm"] < alpha and sign * c["bootstrap"]["difference"] < 0]
-        if not units:
+        if not complete:
+            verdict = "not decided (family incomplete)"
+        elif not units:
             verdict = "not tested"
         elif len(supported) == len(units):
             verdict = "holds"

@@ -128,3 +128,21 @@ def test_verdicts_follow_the_preregistered_rule_with_the_claimed_sign_per_measur
     assert got[3]["significant_against"] == ["jav/jav"]
     assert got[5]["significant_against"] == ["jav/eng"] and got[5]["supported"] == []
     assert got[1]["significant_against"] == [] and got[6]["units"] == 0
+
+
+def test_no_claim_is_decided_until_every_contrast_has_every_requested_seed(tmp_path):
+    records = []
+    for seed in (0, 1):
+        for method in ("ct-sft", "full", "near-zero", "random"):
+            records.append(_run(tmp_path, method, seed, {"jav": 18 if method == "ct-sft" else 6, "ind": 15}))
+    readouts = readout_checks(records)
+    family = preregistered(tmp_path, records, readouts, requested=[0, 1])
+    assert family["complete"] and family["seeds"] == [0, 1]
+    assert {v["verdict"] for v in family["verdicts"][:3]} <= {"holds", "partly", "not supported"}
+    asked_more = preregistered(tmp_path, records, readouts, requested=[0, 1, 2])  # seed 2 not run yet
+    assert not asked_more["complete"]
+    assert {v["verdict"] for v in asked_more["verdicts"]} == {"not decided (family incomplete)"}
+    one_missing = [r for r in records if not (r["method"] == "random" and r["seed"] == 1)]
+    partial = preregistered(tmp_path, one_missing, readouts)  # default: every seed among the records
+    assert not partial["complete"]
+    assert {v["verdict"] for v in partial["verdicts"]} == {"not decided (family incomplete)"}
