@@ -188,7 +188,7 @@ def restore_finished(
                 evidence, why = (
                     (None, "another proxy")
                     if check is None or not kept.exists()
-                    else (check.check(rec, load_predictions(kept)))
+                    else check.check(rec, load_predictions(kept))
                 )
                 if evidence is None:
                     refused[why] = refused.get(why, 0) + 1
@@ -278,6 +278,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.what == "restore":
         if args.work is None or args.proxy is None:
             raise SystemExit("restore needs --work DIR (runs/analyses/round2/<model>) and --proxy DIR")
+        from circuit_transfer.discovery import Circuit
+
         lines = []
         equivalence = {}
         for proxy in args.proxy:
@@ -285,8 +287,6 @@ def main(argv: list[str] | None = None) -> None:
             if args.discovery_per_class:
                 scores_path = proxy_head_scores(proxy, args.work, args.discovery_per_class)
                 lines += adopt_scores(args.results, scores_path, lang)
-                from circuit_transfer.discovery import Circuit
-
                 scores = Circuit.load(scores_path).scores
             equivalence[lang] = ProxyEquivalence(proxy, checkpoint_fingerprint(proxy), scores)
         fingerprints = {checkpoint_fingerprint(p) for p in args.proxy}

@@ -80,12 +80,13 @@ def family_report(results: Path, family: str) -> dict | None:
         return None
     summary = read_json(path)
     contrasts = summary.get("preregistered", {}).get("contrasts", [])
+    complete = summary.get("preregistered", {}).get("complete", True)
     return {
         "targets": sorted({r["target"] for r in summary["rows"]}),
         "runs": summary["n_runs"],
         "family_size": summary.get("preregistered", {}).get("family_size", 0),
-        "complete": summary.get("preregistered", {}).get("complete", True),
-        "verdicts": verdicts(contrasts, complete=summary.get("preregistered", {}).get("complete", True)),
+        "complete": complete,
+        "verdicts": verdicts(contrasts, complete=complete),
         "contrasts": contrasts,
     }
 
