@@ -11,7 +11,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
 
-from proxy_equivalence import LOGIT_TOLERANCE, ProxyEquivalence  # noqa: E402
+from proxy_equivalence import MEAN_LOGIT_TOLERANCE, ProxyEquivalence  # noqa: E402
 from round2_choices import adopt_scores, proxy_head_scores, restore_finished  # noqa: E402
 
 from circuit_transfer.discovery import Circuit, select_top_k  # noqa: E402
@@ -82,7 +82,7 @@ def test_a_proxy_within_float_noise_gets_the_run_back_with_both_fingerprints(tin
     assert restored["made_with_proxy_fingerprint"] == record["proxy_fingerprint"]
     evidence = restored["proxy_equivalence"]
     assert evidence["prediction_flips"] == 0 and evidence["heads_equal"] is True
-    assert 0 < evidence["max_abs_label_logit_diff"] < 1e-3
+    assert 0 < evidence["mean_abs_label_logit_diff"] <= evidence["max_abs_label_logit_diff"] < 1e-3
     assert evidence["items"] == sum(
         len(p.ids) for n, p in predictions.items() if n.startswith("before/")
     ) + len(predictions["valid/epoch0"].ids)
@@ -97,20 +97,32 @@ def test_a_proxy_that_moved_is_refused_and_its_run_redone(tiny_proxy, committed,
     assert not (work / "lr_nusax" / "runs" / RUN_PATH).exists()
 
 
+def _with_logits(predictions: dict, name: str, logits: torch.Tensor) -> dict:
+    """The stored prediction sets with `name`'s label logits replaced (its predictions kept)."""
+    stored = predictions[name]
+    moved = type(stored)(ids=stored.ids, gold=stored.gold, predicted=stored.predicted, label_logits=logits)
+    return {**predictions, name: moved}
+
+
 def test_stored_logits_beyond_the_tolerance_or_other_heads_are_refused(tiny_proxy, committed, tmp_path):
     record, predictions = committed
     check = _check(tiny_proxy, tmp_path / "work")
-    assert check.check(record, predictions)[0]["max_abs_label_logit_diff"] == 0.0  # the same proxy
+    same = check.check(record, predictions)[0]  # the same proxy
+    assert same["max_abs_label_logit_diff"] == same["mean_abs_label_logit_diff"] == 0.0
     name = next(n for n in predictions if n.startswith("before/"))
-    nudged = dict(predictions)
     stored = predictions[name]
+    compared = [n for n in predictions if n.startswith("before/") or n == "valid/epoch0"]
+    everywhere = dict(predictions)  # every stored logit up by twice the tolerance: no prediction moves
+    for n in compared:
+        everywhere = _with_logits(everywhere, n, predictions[n].label_logits + 2 * MEAN_LOGIT_TOLERANCE)
+    evidence, why = check.check(record, everywhere)
+    assert evidence is None and why.startswith("label logits differ") and "on average" in why
+    n_logits = sum(predictions[n].label_logits.numel() for n in compared)
     logits = stored.label_logits.clone()
-    logits[0] += 2 * LOGIT_TOLERANCE  # every label up: the prediction stays, the logits do not
-    nudged[name] = type(stored)(
-        ids=stored.ids, gold=stored.gold, predicted=stored.predicted, label_logits=logits
-    )
-    evidence, why = check.check(record, nudged)
-    assert evidence is None and why.startswith("label logits differ")
+    logits[0] += MEAN_LOGIT_TOLERANCE * n_logits / 6  # one item's 3 labels: the mean is half the tolerance
+    evidence, why = check.check(record, _with_logits(predictions, name, logits))
+    assert why == "" and evidence["max_abs_label_logit_diff"] > 10 * MEAN_LOGIT_TOLERANCE
+    assert evidence["mean_abs_label_logit_diff"] == pytest.approx(MEAN_LOGIT_TOLERANCE / 2, rel=1e-4)
     flipped = dict(predictions)
     flipped[name] = type(stored)(
         ids=stored.ids,
