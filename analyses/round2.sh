@@ -51,6 +51,12 @@ main() {
   shift
   PY=${PY:-python}
   export CT_DATA_DIR=${CT_DATA_DIR:-../shared/data} OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
+  # One instruction set on every x86 machine: ATen's kernels otherwise follow the CPU (AVX-512 where
+  # it has it), and the floating-point sums, hence a retrained proxy's weights, with them. AVX2 is
+  # what an AVX2-only machine picks anyway (a Gemma proxy's forward and backward bit-identical with
+  # and without these); execution notes, fourth part.
+  export ATEN_CPU_CAPABILITY=${ATEN_CPU_CAPABILITY:-avx2} MKL_ENABLE_INSTRUCTIONS=${MKL_ENABLE_INSTRUCTIONS:-AVX2} \
+    DNNL_MAX_CPU_ISA=${DNNL_MAX_CPU_ISA:-AVX2}
   R=analyses/results/round2/$M
   W=runs/analyses/round2/$M
   SIZES="--max-len 64 --batch-size 8"

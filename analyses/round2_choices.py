@@ -96,10 +96,42 @@ def retention_language(results: Path, task: str = "nusax") -> str:
 
 
 def proxy_summary(results: Path, proxy: Path) -> Path:
+    """`proxy-<lang>.json`: the checkpoint's metadata with its weight fingerprint and the machine
+    it was trained on (a retraining elsewhere may differ in the last bits; see `machine`)."""
     meta = read_checkpoint_metadata(proxy)
     out = results / f"proxy-{meta['lang']}.json"
-    atomic_write_json(out, {"checkpoint": str(proxy), **meta})
+    summary = {
+        "checkpoint": str(proxy),
+        "weight_fingerprint": checkpoint_fingerprint(proxy),
+        "machine": machine(),
+    }
+    atomic_write_json(out, {**summary, **meta})
     return out
+
+
+def machine() -> dict:
+    """What decides a CPU's floating-point results here: its model and vector extensions, the
+    kernels ATen runs (`ATEN_CPU_CAPABILITY`, pinned by round2.sh) and the MKL/oneDNN caps."""
+    import os
+
+    import torch
+
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []
+
+    def field(name: str) -> str:
+        return next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith(name)), "")
+
+    flags = set(field("flags").split())
+    return {
+        "cpu": field("model name"),
+        "vector_extensions": sorted(f for f in flags if f.startswith(("avx", "fma", "sse4"))),
+        "aten_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "pinned": {
+            v: os.environ.get(v)
+            for v in ("ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "DNNL_MAX_CPU_ISA")
+        },
+        "torch": torch.__version__,
+    }
 
 
 SWEEPS = ("lr_nusax", "nusax_primary", "nusax_wider", "lr_xnli", "xnli")

@@ -12,7 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "analyses"))
 
 from proxy_equivalence import MEAN_LOGIT_TOLERANCE, ProxyEquivalence  # noqa: E402
-from round2_choices import adopt_scores, proxy_head_scores, restore_finished  # noqa: E402
+from round2_choices import adopt_scores, proxy_head_scores, proxy_summary, restore_finished  # noqa: E402
 
 from circuit_transfer.discovery import Circuit, select_top_k  # noqa: E402
 from circuit_transfer.evaluate import load_predictions, save_predictions  # noqa: E402
@@ -158,3 +158,16 @@ def test_head_scores_of_another_proxy_are_superseded_not_overwritten(tiny_proxy,
     (cached.parent / "superseded" / f"scores-ind-{checkpoint_fingerprint(near)}.json").write_text("{}")
     with pytest.raises(SystemExit, match="differs"):
         adopt_scores(tmp_path / "results", old, "ind")  # neither copy is overwritten
+
+
+def test_the_proxy_summary_names_its_weights_and_the_machine_that_made_them(
+    tiny_proxy, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")
+    summary = read_json(proxy_summary(tmp_path, tiny_proxy))
+    assert summary["weight_fingerprint"] == checkpoint_fingerprint(tiny_proxy)
+    assert summary["machine"]["pinned"]["ATEN_CPU_CAPABILITY"] == "avx2"
+    assert summary["machine"]["aten_cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert summary["train_config"] == read_checkpoint_metadata(tiny_proxy)["train_config"]
+    near = _retrained(tiny_proxy, tmp_path / "near", noise=1e-6)
+    assert read_json(proxy_summary(tmp_path, near))["weight_fingerprint"] != summary["weight_fingerprint"]
