@@ -358,9 +358,9 @@ def head_relevance(
         for batch in tqdm(batches, desc="head relevance", unit="batch", disable=not progress, leave=False):
             per_ex = _batch_scores(
                 model, batch, base, heads, score, margin, estimator, attention, chunk_size, bias, stabilize
-            )
-            total += per_ex.sum(-1).double().cpu()
-            total_sq += per_ex.double().pow(2).sum(-1).cpu()
+            ).double()  # summed in float64: a float32 sum's rounding, squared, swamps a small variance
+            total += per_ex.sum(-1).cpu()
+            total_sq += per_ex.pow(2).sum(-1).cpu()
             n += len(batch)
     finally:
         model.train(was_training)
