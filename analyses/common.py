@@ -107,6 +107,17 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+# What a manifest records of the environment: threads, data, and the instruction-set pins that
+# decide floating-point results (round2.sh).
+RECORDED_ENV = (
+    "OMP_NUM_THREADS",
+    "CT_DATA_DIR",
+    "ATEN_CPU_CAPABILITY",
+    "MKL_ENABLE_INSTRUCTIONS",
+    "DNNL_MAX_CPU_ISA",
+)
+
+
 class Manifest:
     """What produced a results folder: command, versions, settings, runs done/skipped, wall time.
 
@@ -122,7 +133,7 @@ class Manifest:
             "command": shlex.join([sys.executable, script, *(argv if argv is not None else sys.argv[1:])]),
             "cwd": os.getcwd(),
             "versions": package_versions(),
-            "env": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "CT_DATA_DIR")},
+            "env": {k: os.environ.get(k) for k in RECORDED_ENV},
             "settings": settings,
             "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)),
             "runs_done": 0,

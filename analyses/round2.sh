@@ -34,6 +34,8 @@
 #   restore        on a fresh machine (work folders gone, proxy retrained): committed records made
 #                  with this same proxy, or with one that passes proxy_equivalence.py's check (a
 #                  retraining on another CPU), back into the work folders, so the sweeps skip them
+# METHODS="full" (any subset) limits primary or wider to those methods, so that one full fine-tuning
+# and the sparse methods can run side by side in the same work folder (the tables list every run).
 # lr-dense and lr-circuit share the work folder and may run at the same time (one per core);
 # lr, which reads both, must start after both have finished. Likewise primary-dense and
 # primary-circuit (one full fine-tuning and one sparse run fit in 24 GB; two full ones do not).
@@ -120,7 +122,7 @@ main() {
         [ -f "$R/nusax_primary/circuits/scores-ind.json" ] ||
           cp "$R/lr_nusax/circuits/scores-ind.json" "$R/nusax_primary/circuits/"
         case $step in
-          primary) methods="zero-shot full ct-sft near-zero random ln-only" ;;
+          primary) methods=${METHODS:-zero-shot full ct-sft near-zero random ln-only} ;;
           primary-dense) methods="zero-shot full ln-only" ;;
           primary-circuit) methods="ct-sft near-zero random" ;;
         esac
@@ -130,7 +132,7 @@ main() {
         mkdir -p "$R/nusax_wider/circuits"
         [ -f "$R/nusax_wider/circuits/scores-ind.json" ] ||
           cp "$R/lr_nusax/circuits/scores-ind.json" "$R/nusax_wider/circuits/"
-        $PY analyses/nusax_transfer.py $(sweep zero-shot full ct-sft near-zero random ln-only) --targets sun min --k 0.05 0.10 --out "$R/nusax_wider" \
+        $PY analyses/nusax_transfer.py $(sweep ${METHODS:-zero-shot full ct-sft near-zero random ln-only}) --targets sun min --k 0.05 0.10 --out "$R/nusax_wider" \
           --work "$W/nusax_wider" ;;
       xnli-proxy)
         [ -f "$W/proxy-xnli-en/circuit_transfer.json" ] ||

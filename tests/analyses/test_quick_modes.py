@@ -86,6 +86,9 @@ def _check_sweep(module, out: Path, argv: list[str]) -> None:
     latest = manifest["invocations"][manifest["latest"]]
     assert latest["runs_done"] == 0 and latest["runs_skipped"] == len(before)
     assert latest["finished"] and {"torch", "transformer_lens", "circuit_transfer"} <= set(latest["versions"])
+    assert {"OMP_NUM_THREADS", "ATEN_CPU_CAPABILITY", "MKL_ENABLE_INSTRUCTIONS", "DNNL_MAX_CPU_ISA"} <= set(
+        latest["env"]
+    )
     assert (out / "table.md").read_text() == table
 
 
