@@ -547,7 +547,8 @@ def verdicts(family: list[dict], alpha: float = 0.05, complete: bool = True) -> 
     claimed sign is CT-SFT higher on target accuracy (difference > 0) and a smaller drop on
     forgetting (drop minus drop < 0). "holds": every unit has p_holm < alpha with the claimed sign;
     "partly": some do; "not supported": none do (units significant the other way are counted too).
-    "not tested": the claim has no tested unit (every retention language degenerate). While the
+    "not tested": the claim has no tested unit (every retention language degenerate). Records
+    without per-item predictions (the first round's) decide nothing. While the
     family is not `complete` (runs missing), every claim is "not decided (family incomplete)": a
     partial family would decide on fewer units and a smaller Holm correction than pre-registered."""
     out = []
@@ -560,7 +561,9 @@ def verdicts(family: list[dict], alpha: float = 0.05, complete: bool = True) -> 
         sign = 1 if measure == "target accuracy" else -1
         supported = [c for c in units if c["p_holm"] < alpha and sign * c["bootstrap"]["difference"] > 0]
         against = [c for c in units if c["p_holm"] < alpha and sign * c["bootstrap"]["difference"] < 0]
-        if not complete:
+        if not any(c.get("bootstrap") for c in family):
+            verdict = "not decided (no per-item predictions stored)"
+        elif not complete:
             verdict = "not decided (family incomplete)"
         elif not units:
             verdict = "not tested"
@@ -685,8 +688,11 @@ def render(out: Path, name: str, summary: dict, anchors: list[str], anchor=None)
         "parallel corpus (NusaX) the target training sentences are translations of proxy training "
         "sentences, so proxy-language forgetting is confounded; '<lang> drop' columns are untouched "
         "retention languages (docs/method.md §7).",
-        "With 200 test sentences the standard error of one accuracy is about ±3.5 points: differences "
-        "smaller than that are not resolved by one run.",
+        *(
+            f"With {n} test sentences the standard error of one accuracy is about ±{50 / n**0.5:.1f} points: "
+            "differences smaller than that are not resolved by one run."
+            for n in sorted({p["before"]["n"] for p in summary["proxies"].values()})
+        ),
         "'kept proxy (runs)': runs in which selecting the epoch on target valid kept epoch 0, the unchanged "
         "proxy (training only made target valid worse), so the run equals zero-shot. 'epoch 0 >= best': runs "
         "in which the unchanged proxy scored at least as well on target valid as the best trained epoch, "

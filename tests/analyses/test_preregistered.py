@@ -146,3 +146,15 @@ def test_no_claim_is_decided_until_every_contrast_has_every_requested_seed(tmp_p
     partial = preregistered(tmp_path, one_missing, readouts)  # default: every seed among the records
     assert not partial["complete"]
     assert {v["verdict"] for v in partial["verdicts"]} == {"not decided (family incomplete)"}
+
+
+def test_records_without_item_predictions_decide_nothing():
+    from sweep import verdicts
+
+    no_predictions = [  # the first round's records: the contrasts exist, their bootstraps do not
+        {"cell": ["ind", "jav", 100, 0.05], "versus": other, "measure": "target accuracy", "language": "jav",
+         "p_holm": None}
+        for other in ("full", "near-zero", "random")
+    ]  # fmt: skip
+    got = {v["verdict"] for v in verdicts(no_predictions, complete=True)}
+    assert got == {"not decided (no per-item predictions stored)"}
