@@ -35,7 +35,9 @@
 #                  with this same proxy, or with one that passes proxy_equivalence.py's check (a
 #                  retraining on another CPU), back into the work folders, so the sweeps skip them
 # METHODS="full" (any subset) limits primary or wider to those methods, so that one full fine-tuning
-# and the sparse methods can run side by side in the same work folder (the tables list every run).
+# and the sparse methods can run side by side in the same work folder (the tables list every run);
+# TARGETS="bug" (any subset of the family's targets) likewise splits primary by target, one process
+# per core.
 # lr-dense and lr-circuit share the work folder and may run at the same time (one per core);
 # lr, which reads both, must start after both have finished. Likewise primary-dense and
 # primary-circuit (one full fine-tuning and one sparse run fit in 24 GB; two full ones do not).
@@ -68,6 +70,7 @@ main() {
     smollm2-135m) FAMILY_TARGETS="jav bug sun min" ;;
     *) FAMILY_TARGETS="jav bug" ;;
   esac
+  FAMILY_TARGETS=${TARGETS:-$FAMILY_TARGETS}
   mkdir -p "$R" "$W"
 
   choice() { $PY analyses/round2_choices.py "$1" --results "$R"; }
