@@ -269,6 +269,25 @@ def adopt_scores(results: Path, scores_path: Path, lang: str) -> list[str]:
     return moved
 
 
+def made_with_another_proxy(results: Path, lang: str, fingerprint: str) -> bool:
+    """Whether any committed record or cached head-score file of proxy language `lang` was made
+    with a proxy of another weight fingerprint: only then does `restore` need the retrained proxy's
+    own head scores (the equivalence check and `adopt_scores`), which take 6 min on Gemma and
+    20-25 min on SmolLM2."""
+    from sweep import load_records
+
+    for name in SWEEPS:
+        if (results / name / "records.json").exists() and any(
+            r.get("proxy_lang") == lang and r.get("proxy_fingerprint") != fingerprint
+            for r in load_records(results / name)
+        ):
+            return True
+        cached = results / name / "circuits" / f"scores-{lang}.json"
+        if cached.exists() and read_json(cached)["scores"]["extra"].get("proxy_fingerprint") != fingerprint:
+            return True
+    return False
+
+
 def proxy_head_scores(proxy: Path, work: Path, per_class: int) -> Path:
     """This proxy's head scores with the sweeps' discovery settings (CD-T with the stability rule,
     `per_class` sentences per label, the task's max_len), cached under `work/equivalence/`."""
@@ -316,7 +335,9 @@ def main(argv: list[str] | None = None) -> None:
         equivalence = {}
         for proxy in args.proxy:
             lang, scores = read_checkpoint_metadata(proxy)["lang"], None
-            if args.discovery_per_class:
+            if args.discovery_per_class and made_with_another_proxy(
+                args.results, lang, checkpoint_fingerprint(proxy)
+            ):
                 scores_path = proxy_head_scores(proxy, args.work, args.discovery_per_class)
                 lines += adopt_scores(args.results, scores_path, lang)
                 scores = Circuit.load(scores_path).scores

@@ -179,3 +179,20 @@ def test_the_model_manifest_gathers_every_proxy_and_invocation_in_start_order(tm
         ("lr_nusax", "python b.py"),
     ]
     assert manifest["wall_time_s_total"] == 125.5
+
+
+def test_restore_needs_the_retrained_proxys_head_scores_only_where_another_proxy_made_something(tmp_path):
+    from round2_choices import made_with_another_proxy
+
+    results = tmp_path / "results"
+    atomic_write_json(
+        results / "lr_nusax" / "records.json", [{"proxy_lang": "ind", "proxy_fingerprint": "aaaa"}]
+    )
+    assert not made_with_another_proxy(results, "ind", "aaaa")  # the same proxy came back: nothing to check
+    assert made_with_another_proxy(results, "ind", "bbbb")
+    assert not made_with_another_proxy(results, "en", "bbbb")  # records of another proxy language
+    atomic_write_json(
+        results / "nusax_primary" / "circuits" / "scores-ind.json",
+        {"scores": {"extra": {"proxy_fingerprint": "cccc"}}},
+    )
+    assert made_with_another_proxy(results, "ind", "aaaa")  # cached scores of another proxy must be adopted
