@@ -41,6 +41,12 @@ def task_of_checkpoint(path: str | Path) -> Task:
     return Task.from_dict(meta)
 
 
+def training_state_path(out: str | Path) -> Path:
+    """Where `prepare_proxy` keeps the resumable state of a training into `out` (beside it)."""
+    out = Path(out)
+    return out.with_name(out.name + ".training-state.pt")
+
+
 def prepare_proxy(
     task: Task,
     lang: str,
@@ -90,7 +96,9 @@ def prepare_proxy(
         model = load_model(model_spec, backend=backend)
         config = config or PRETRAINED_TRAIN
     task.label_token_ids(model.tokenizer)  # refuse colliding label words before any training
-    result = train_classifier(model, task, train, valid, config, progress=progress)
+    state = training_state_path(out)
+    resumed = state.is_file()
+    result = train_classifier(model, task, train, valid, config, progress=progress, state_path=state)
     test_scores = evaluate(model, task, test, batch_size=config.batch_size * 2, max_len=config.max_len)
     metadata = {
         "kind": "proxy",
@@ -101,7 +109,9 @@ def prepare_proxy(
         "train_config": config.to_dict(),
         "training": result.to_dict(),
         "test": test_scores.to_dict(),
-        "wall_time_s": time.time() - started,
+        "wall_time_s": time.time() - started,  # this call's: a resumed training's earlier part is not in it
+        "resumed": resumed,
     }
     save_checkpoint(model, out, metadata=metadata)
+    state.unlink()
     return metadata

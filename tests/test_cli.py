@@ -57,6 +57,55 @@ def test_prepare_proxy_caps_every_split_with_fixed_stratified_subsets(tmp_path, 
     assert meta["test"]["n"] == 24
 
 
+def test_prepare_proxy_interrupted_and_run_again_saves_the_uninterrupted_checkpoint(
+    tmp_path, data_dir, monkeypatch, capsys
+):
+    """Independent answer: the weight fingerprint of the same prepare-proxy run left alone. Killed in
+    its second epoch, the same command run again resumes from the state saved beside --out after
+    epoch 1 (6 steps, not 9) and saves the identical weights; the state file is gone afterwards, and
+    the metadata says it resumed."""
+    from circuit_transfer.cli import INTERRUPTED, main
+    from circuit_transfer.models import checkpoint_fingerprint, read_checkpoint_metadata
+    from circuit_transfer.optim import MaskedAdamW
+    from circuit_transfer.proxy import training_state_path
+
+    argv = ["prepare-proxy", "--task", "xnli", "--lang", "en", "--model", "tiny", "--epochs", "3"]
+    argv += ["--n-train", "48", "--n-valid", "12", "--n-test", "12", "--data-dir", str(data_dir)]
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0  # 3 steps an epoch
+
+    out = tmp_path / "resumed"
+    real_step, calls = MaskedAdamW.step, []
+
+    def killed_in_epoch_two(self):
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        calls.append(1)
+        real_step(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(MaskedAdamW, "step", killed_in_epoch_two)
+        assert main([*argv, "--out", str(out)]) == INTERRUPTED
+    assert f"run the same command again to resume from {training_state_path(out)}" in capsys.readouterr().err
+    assert training_state_path(out).is_file() and not out.exists()
+    steps_after_resume = []
+
+    def counted(self):
+        steps_after_resume.append(1)
+        real_step(self)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(MaskedAdamW, "step", counted)
+        assert main([*argv, "--out", str(out)]) == 0
+    assert len(steps_after_resume) == 6  # epochs 2 and 3 from the state saved after epoch 1, not all 9
+    assert read_checkpoint_metadata(out)["training"]["best_epoch"] >= 1  # trained weights are compared
+    assert checkpoint_fingerprint(out) == checkpoint_fingerprint(tmp_path / "whole")
+    assert not training_state_path(out).exists()
+    assert (
+        read_checkpoint_metadata(out)["resumed"]
+        and not read_checkpoint_metadata(tmp_path / "whole")["resumed"]
+    )
+
+
 def test_evaluate_n_scores_the_same_stratified_rows_as_the_sweeps_n_test(tmp_path, data_dir):
     """`evaluate --n 24` reads out the rows `stratified_cap` gives a sweep's --n-test 24, per language."""
     from circuit_transfer.cli import main

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from circuit_transfer.cli.common import (
     add_backend_arg,
@@ -81,7 +82,7 @@ def run_prepare_proxy(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from circuit_transfer.models.checkpoint import is_checkpoint_dir
-    from circuit_transfer.proxy import PRETRAINED_TRAIN, TINY_TRAIN, prepare_proxy
+    from circuit_transfer.proxy import PRETRAINED_TRAIN, TINY_TRAIN, prepare_proxy, training_state_path
 
     check_out_dir(args.out, args.overwrite, "checkpoint", is_checkpoint_dir)
     task = task_from_args(args)
@@ -92,19 +93,25 @@ def run_prepare_proxy(args: argparse.Namespace) -> int:
         config = replace(config, epochs=args.epochs)
     if args.lr:
         config = replace(config, optim=replace(config.optim, lr=args.lr))
-    meta = prepare_proxy(
-        task,
-        lang,
-        args.model,
-        args.out,
-        config,
-        data_dir=args.data_dir,
-        progress=True,
-        n_train=args.n_train,
-        n_valid=args.n_valid,
-        n_test=args.n_test,
-        backend=args.backend,
-    )
+    try:
+        meta = prepare_proxy(
+            task,
+            lang,
+            args.model,
+            args.out,
+            config,
+            data_dir=args.data_dir,
+            progress=True,
+            n_train=args.n_train,
+            n_valid=args.n_valid,
+            n_test=args.n_test,
+            backend=args.backend,
+        )
+    except KeyboardInterrupt:
+        state = training_state_path(args.out)
+        if state.is_file():
+            print(f"prepare-proxy: run the same command again to resume from {state}", file=sys.stderr)
+        raise
     print(markdown_table(meta["training"]["curve"]))
     test = meta["test"]
     print(
