@@ -11,8 +11,9 @@
 #   readouts       the proxy on every language's test split -> the retention language RET
 #   discovery-cdt  discovery-size study with CD-T only, at 30 sentences and, if 30 is not stable,
 #                  at 90: all the rule for D needs (150 wins when neither is stable)
-#   discovery-all  the whole study: 30, 90, 150 sentences, all three estimators (agreement,
-#                  faithfulness); reuses the cached CD-T scores
+#   discovery-all  the estimators' study, reduced by the fifth execution note: CD-T, attribution
+#                  and ablation at 30 sentences (5 pairs; agreement, faithfulness; the cached CD-T
+#                  scores reused), and attribution alone at 30, 90 and 150 (discovery_size_attribution/)
 #   lr-dense       learning-rate grid for the methods that need no circuit (full, ln-only)
 #   lr-circuit     learning-rate grid for ct-sft, near-zero and random (needs D)
 #   lr             the whole grid (runs what the two above left) and the selection of each rate
@@ -21,11 +22,13 @@
 #   primary-dense  the part of it that needs no circuit (zero-shot, full, ln-only), and
 #   primary-circuit  the rest (ct-sft, near-zero, random): one per core, then primary for the tables
 #   wider          sun and min, k = 5% and 10%
-# Steps (XNLI, English proxy; D is the NusaX study's, max-len 128, 1000 test pairs, 498 valid):
-#   xnli-proxy     fine-tune the proxy on English XNLI (its dev set's 80% cut; 3 epochs)
+# Steps (XNLI, English proxy; D is the NusaX study's, max-len 128, 1000 test pairs, 498 valid;
+# each method at the rate chosen for it on NusaX, fifth execution note):
+#   xnli-proxy     fine-tune the proxy on English XNLI (its dev set's 80% cut; 3 epochs); resumes
+#                  mid-epoch after an interruption (prepare-proxy keeps its state beside the proxy)
 #   xnli-readouts  the XNLI proxy on 1000 test pairs of every language -> XNLI's RET
-#   xnli-lr        learning-rate grid on sw and ur (seed 0), all five methods, and the selection
-#   xnli           the XNLI family: sw, ur, hi, ar, 6 methods, 3 seeds
+#   xnli           the first XNLI family: sw and ur, 6 methods, 3 seeds (xnli/)
+#   xnli-hi-ar     the second: hi and ar (xnli_hi_ar/), each family Holm-corrected on its own
 # Steps (readers, after the sweeps they read):
 #   readers        editing vs preserving (NusaX family and wider grid pooled), forgetting (NusaX
 #                  family; XNLI too when done), and
@@ -34,7 +37,7 @@
 #   restore        on a fresh machine (work folders gone, proxy retrained): committed records made
 #                  with this same proxy, or with one that passes proxy_equivalence.py's check (a
 #                  retraining on another CPU), back into the work folders, so the sweeps skip them
-# METHODS="full" (any subset) limits primary or wider to those methods, so that one full fine-tuning
+# METHODS="full" (any subset) limits primary, wider or the XNLI families to those methods, so that one full fine-tuning
 # and the sparse methods can run side by side in the same work folder (the tables list every run);
 # TARGETS="bug" (any subset of the family's targets) likewise splits primary by target, one process
 # per core.
@@ -110,7 +113,9 @@ main() {
         echo "D = $(choice d) per label" ;;
       discovery-all)
         $PY analyses/discovery_size.py --proxy "$W/proxy-ind" --model "$M" --stabilize $SIZES \
-          --estimators cdt attribution ablation --sizes 30 90 150 --out "$R/discovery_size" ;;
+          --estimators cdt attribution ablation --sizes 30 --out "$R/discovery_size"
+        $PY analyses/discovery_size.py --proxy "$W/proxy-ind" --model "$M" --stabilize $SIZES \
+          --estimators attribution --sizes 30 90 150 --out "$R/discovery_size_attribution" ;;
       lr-dense)
         $PY analyses/lr_selection.py --task nusax $(common) --methods full ln-only --targets jav bug \
           --out "$R/lr_nusax_dense" --work "$W/lr_nusax" ;;
@@ -148,15 +153,18 @@ main() {
           $PY -m circuit_transfer.cli evaluate --model "$W/proxy-xnli-en" --task xnli --langs all --n 1000 \
             --max-len 128 --batch-size 16 --out "$R/readouts/eval-xnli-en.json"
         echo "XNLI RET = $($PY analyses/round2_choices.py ret --task xnli --results "$R")" ;;
-      xnli-lr)
-        $PY analyses/lr_selection.py --task xnli $(xcommon) --targets sw ur --out "$R/lr_xnli" --work "$W/lr_xnli" ;;
-      xnli)
-        mkdir -p "$R/xnli/circuits"
-        [ -f "$R/xnli/circuits/scores-en.json" ] || cp "$R/lr_xnli/circuits/scores-en.json" "$R/xnli/circuits/"
-        $PY analyses/xnli_transfer.py $(xcommon) --methods zero-shot full ct-sft near-zero random ln-only \
-          --seeds 0 1 2 --n-test 1000 --epochs 5 --lr-from "$R/lr_xnli/selection.json" --exclude-epoch0 \
-          --retention "$($PY analyses/round2_choices.py ret --task xnli --results "$R")" \
-          --targets sw ur hi ar --out "$R/xnli" --work "$W/xnli" ;;
+      xnli | xnli-hi-ar)
+        case $step in
+          xnli) out=xnli targets="sw ur" ;;
+          xnli-hi-ar) out=xnli_hi_ar targets="hi ar" ;;
+        esac
+        mkdir -p "$R/$out/circuits"
+        [ -f "$R/$out/circuits/scores-en.json" ] || [ ! -f "$R/xnli/circuits/scores-en.json" ] ||
+          cp "$R/xnli/circuits/scores-en.json" "$R/$out/circuits/"
+        $PY analyses/xnli_transfer.py $(xcommon) --methods ${METHODS:-zero-shot full ct-sft near-zero random ln-only} \
+          --seeds 0 1 2 --n-test 1000 --epochs 5 --lr-from "$R/lr_nusax/selection.json" --lr-from-proxy ind \
+          --exclude-epoch0 --retention "$($PY analyses/round2_choices.py ret --task xnli --results "$R")" \
+          --targets $targets --out "$R/$out" --work "$W/$out" ;;
       readers)
         xnli=() nusax=("$R/nusax_primary")
         [ -f "$R/xnli/records.json" ] && xnli=(--xnli "$R/xnli")

@@ -134,7 +134,7 @@ def machine() -> dict:
     }
 
 
-SWEEPS = ("lr_nusax", "nusax_primary", "nusax_wider", "lr_xnli", "xnli")
+SWEEPS = ("lr_nusax", "nusax_primary", "nusax_wider", "xnli", "xnli_hi_ar")
 """Work folders under runs/analyses/round2/<model>/ and their results folders (same names)."""
 
 

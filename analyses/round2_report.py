@@ -29,9 +29,15 @@ from sweep import verdicts  # noqa: E402
 from circuit_transfer.io import atomic_write_json, read_json  # noqa: E402
 
 ROUND2 = RESULTS / "round2"
-FAMILIES = {"nusax_primary": "NusaX family", "nusax_wider": "NusaX wider grid", "xnli": "XNLI family"}
+FAMILIES = {
+    "nusax_primary": "NusaX family",
+    "nusax_wider": "NusaX wider grid",
+    "xnli": "XNLI family (sw, ur)",
+    "xnli_hi_ar": "XNLI family (hi, ar)",
+}
 """Each results folder holding a pre-registered family, each with its own Holm correction."""
-SELECTIONS = {"lr_nusax": "NusaX", "lr_xnli": "XNLI"}
+SELECTIONS = {"lr_nusax": "NusaX"}
+"""Learning-rate selections (XNLI reuses NusaX's rates: execution notes, fifth part)."""
 
 
 def _or_none(choose, *args):

@@ -68,6 +68,12 @@ def build_parser(name: str, defaults: dict[str, Any], quick: dict[str, Any]):
         help="selection.json of analyses/lr_selection.py: each method's own learning rate (else --lr)",
     )
     p.add_argument(
+        "--lr-from-proxy",
+        default=None,
+        help="with --lr-from: use the rates chosen there for this proxy language, whatever this sweep's proxy "
+        "(e.g. an XNLI sweep with the NusaX Indonesian selection: execution notes, fifth part)",
+    )
+    p.add_argument(
         "--exclude-epoch0",
         action="store_true",
         help="epoch 0 (the unchanged proxy) is not an epoch-selection candidate (the second round's rule)",
@@ -96,6 +102,17 @@ def settings_from(args, defaults: dict[str, Any], quick: dict[str, Any]) -> dict
         base["start_is_candidate"] = False
     if getattr(args, "lr_from", None) is not None:
         base["lr_by_method"] = chosen_lrs(args.lr_from)
+        source = getattr(args, "lr_from_proxy", None)
+        if source is not None:
+            if source not in base["lr_by_method"]:
+                raise SystemExit(
+                    f"--lr-from-proxy {source}: {args.lr_from} chose rates for proxy "
+                    f"{sorted(base['lr_by_method'])} only; name one of those."
+                )
+            base["lr_by_method"] = {pl: base["lr_by_method"][source] for pl in base["proxy_langs"]}
+            base["lr_from_proxy"] = source
+    elif getattr(args, "lr_from_proxy", None) is not None:
+        raise SystemExit("--lr-from-proxy needs --lr-from (the selection.json it reads the rates from).")
     return base
 
 

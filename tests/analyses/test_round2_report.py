@@ -64,7 +64,7 @@ def test_report_reads_the_choices_and_recomputes_verdicts_from_the_contrasts(tmp
     assert "targets bug, jav: verdicts (7 runs, 2 tested contrasts)" in text
     assert "+5.0 [+1.0, +9.0]" in text and "-6.0 [-10.0, -2.0]" in text and "0.0200" in text
     assert "degenerate readout: label 2" in text
-    assert "XNLI family (`xnli`): not run yet" in text
+    assert "XNLI family (sw, ur) (`xnli`): not run yet" in text
     assert re.search(r"NusaX: epoch 0 would have won\s*\|\s*1 of 8 runs", text)
 
 
