@@ -24,6 +24,7 @@ from circuit_transfer.cli import INTERRUPTED, build_parser, main
 from circuit_transfer.data import load_split
 from circuit_transfer.discovery import Circuit
 from circuit_transfer.models import TinyModelSpec, build_tiny_model, load_model, save_checkpoint
+from circuit_transfer.proxy import training_state_path
 from circuit_transfer.tasks import balanced_sample, get_task, stratified_subset
 
 TASK = get_task("nusax-senti")
@@ -280,7 +281,9 @@ def test_ctrl_c_while_writing_exits_130_with_one_line_and_nothing_half_written(
 
 @pytest.mark.slow
 def test_sigint_during_training_in_a_real_process(tmp_path, data_dir):
-    """A real Ctrl-C (SIGINT) while prepare-proxy trains: exit 130, one line, no checkpoint folder."""
+    """A real Ctrl-C (SIGINT) while prepare-proxy trains: exit 130, no traceback, no checkpoint folder;
+    only the whole training state it resumes from is left (saved after epoch 1), and the message
+    says how to resume."""
     out = tmp_path / "proxy"
     cmd = [sys.executable, "-m", "circuit_transfer.cli", "prepare-proxy", "--out", str(out)]
     cmd += ["--n-train", "60", "--n-valid", "30", "--n-test", "30", "--epochs", "200", "--max-len", "32"]
@@ -295,7 +298,9 @@ def test_sigint_during_training_in_a_real_process(tmp_path, data_dir):
     assert proc.wait(timeout=120) == INTERRUPTED
     text = rest.decode(errors="replace")
     assert "interrupted" in text and "Traceback" not in text and "KeyboardInterrupt" not in text
-    assert not out.exists() and list(tmp_path.iterdir()) == []
+    state = training_state_path(out)
+    assert f"run the same command again to resume from {state}" in text
+    assert not out.exists() and list(tmp_path.iterdir()) == [state]
 
 
 # ---------------------------------------------------------------------------------------------
