@@ -20,7 +20,6 @@ import os
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 
@@ -109,8 +108,11 @@ def save_state(path: str | os.PathLike, key: str, model, optimizer: MaskedAdamW,
     save_training_state(path, model, optimizer, extra)
 
 
-def load_state(path: str | os.PathLike, key: str, model, optimizer: MaskedAdamW) -> LoopState:
-    """Load a state saved by `save_state` into `model` and `optimizer` (in place); returns the loop's.
+def load_state(
+    path: str | os.PathLike, key: str, model, optimizer: MaskedAdamW, rng: random.Random
+) -> LoopState:
+    """Load a state saved by `save_state` into `model`, `optimizer`, the loop's `rng` and torch's CPU
+    generator (in place); returns the loop's state.
 
     Raises:
         ValueError: the state was saved by another run (other settings, data, masks or weights);
@@ -125,7 +127,7 @@ def load_state(path: str | os.PathLike, key: str, model, optimizer: MaskedAdamW)
         )
     extra = load_training_state(path, model, optimizer)
     python_rng = extra["python_rng"]
-    return LoopState(
+    loop = LoopState(
         epoch=int(extra["epoch"]),
         next_batch=int(extra["next_batch"]),
         shuffled=bool(extra["shuffled"]),
@@ -144,13 +146,6 @@ def load_state(path: str | os.PathLike, key: str, model, optimizer: MaskedAdamW)
         python_rng=(python_rng[0], tuple(python_rng[1]), python_rng[2]),
         torch_rng=extra["torch_rng"].clone(),
     )
-
-
-def restore_rngs(loop: LoopState, rng: random.Random) -> None:
-    """Put the saved random states back: the loop's `rng` and torch's CPU generator."""
     rng.setstate(loop.python_rng)
     torch.set_rng_state(loop.torch_rng)
-
-
-def state_exists(path: str | os.PathLike | None) -> bool:
-    return path is not None and Path(path).is_file()
+    return loop

@@ -23,7 +23,7 @@ from circuit_transfer.evaluate import ItemPredictions, evaluate
 from circuit_transfer.models.logits import readout_logits
 from circuit_transfer.optim import MaskedAdamW, OptimConfig
 from circuit_transfer.readout import encode
-from circuit_transfer.resume import LoopState, load_state, restore_rngs, run_key, save_state, state_exists
+from circuit_transfer.resume import LoopState, load_state, run_key, save_state
 from circuit_transfer.tasks import Task
 
 
@@ -117,9 +117,8 @@ def train_classifier(
                     best_state[n] = p.detach().clone()
 
     key = run_key(model, task, train, valid, config.to_dict(), masks) if state_path is not None else ""
-    if state_exists(state_path):
-        loop = load_state(state_path, key, model, optimizer)
-        restore_rngs(loop, rng)
+    if state_path is not None and os.path.isfile(state_path):
+        loop = load_state(state_path, key, model, optimizer, rng)
         best_state = loop.best_weights
         if progress:
             print(
