@@ -24,8 +24,9 @@
 #   wider          sun and min, k = 5% and 10%
 # Steps (XNLI, English proxy; D is the NusaX study's, max-len 128, 1000 test pairs, 498 valid;
 # each method at the rate chosen for it on NusaX, fifth execution note):
-#   xnli-proxy     fine-tune the proxy on English XNLI (its dev set's 80% cut; 3 epochs); resumes
-#                  mid-epoch after an interruption (prepare-proxy keeps its state beside the proxy)
+#   xnli-proxy     fine-tune the proxy on English XNLI (its dev set's 80% cut; 1 epoch, sixth
+#                  execution note); resumes mid-epoch after an interruption on the same machine
+#                  (prepare-proxy keeps its state beside the proxy)
 #   xnli-readouts  the XNLI proxy on 1000 test pairs of every language -> XNLI's RET
 #   xnli           the first XNLI family: sw and ur, 6 methods, 3 seeds (xnli/)
 #   xnli-hi-ar     the second: hi and ar (xnli_hi_ar/), each family Holm-corrected on its own
@@ -145,7 +146,7 @@ main() {
       xnli-proxy)
         [ -f "$W/proxy-xnli-en/circuit_transfer.json" ] ||
           $PY -m circuit_transfer.cli prepare-proxy --task xnli --model "$M" --lang en --max-len 128 --batch-size 8 \
-            --epochs 3 --n-test 1000 --out "$W/proxy-xnli-en"
+            --epochs 1 --n-test 1000 --out "$W/proxy-xnli-en"
         $PY analyses/round2_choices.py proxy-summary --results "$R" --proxy "$W/proxy-xnli-en" ;;
       xnli-readouts)
         mkdir -p "$R/readouts"
