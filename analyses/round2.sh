@@ -37,7 +37,8 @@
 #   collect        finished runs' records into the results folders (before committing mid-sweep)
 #   restore        on a fresh machine (work folders gone, proxy retrained): committed records made
 #                  with this same proxy, or with one that passes proxy_equivalence.py's check (a
-#                  retraining on another CPU), back into the work folders, so the sweeps skip them
+#                  retraining on another CPU), back into the work folders, so the sweeps skip them;
+#                  for each proxy retrained here (ind, en or both: an XNLI session needs only en)
 # METHODS="full" (any subset) limits primary, wider or the XNLI families to those methods, so that one full fine-tuning
 # and the sparse methods can run side by side in the same work folder (the tables list every run);
 # TARGETS="bug" (any subset of the family's targets) likewise splits primary by target, one process
@@ -178,8 +179,9 @@ main() {
       collect)
         $PY analyses/round2_choices.py collect --results "$R" --work "$W" ;;
       restore)
-        proxies=("$W/proxy-ind")
-        [ -f "$W/proxy-xnli-en/circuit_transfer.json" ] && proxies+=("$W/proxy-xnli-en")
+        proxies=()  # the proxies trained on this machine: a session may retrain only one of them
+        for p in "$W/proxy-ind" "$W/proxy-xnli-en"; do [ -f "$p/circuit_transfer.json" ] && proxies+=("$p"); done
+        [ ${#proxies[@]} -gt 0 ] || { echo "restore: no proxy in $W; run the proxy or xnli-proxy step first" >&2; exit 2; }
         $PY analyses/round2_choices.py restore --results "$R" --work "$W" --proxy "${proxies[@]}" \
           --discovery-per-class "$(choice d)" ;;
       *) echo "unknown step $step (see the header of $0)" >&2; exit 2 ;;

@@ -191,7 +191,9 @@ def restore_finished(
     results: Path, work: Path, fingerprints: set[str], equivalence: dict | None = None
 ) -> list[str]:
     """Committed records back into `work` (see top): those made with a proxy of these weight
-    fingerprints, and those `equivalence[proxy_lang]` (a `ProxyEquivalence`) accepts."""
+    fingerprints, and those `equivalence[proxy_lang]` (a `ProxyEquivalence`) accepts. With
+    `equivalence` given, a record of a proxy language it lacks is left for its own proxy (a session
+    that retrains only the XNLI proxy restores only XNLI runs) and reported as such."""
     from proxy_equivalence import reused
     from sweep import load_records, predictions_path
 
@@ -216,12 +218,14 @@ def restore_finished(
                     f"{kept} is missing: {rec['_path']} cannot be restored without its predictions"
                 )
             if rec.get("proxy_fingerprint") not in fingerprints:
-                check = equivalence.get(rec.get("proxy_lang"))
-                evidence, why = (
-                    (None, "another proxy")
-                    if check is None or not kept.exists()
-                    else check.check(rec, load_predictions(kept))
-                )
+                lang = rec.get("proxy_lang")
+                check = equivalence.get(lang)
+                if equivalence and lang not in equivalence:  # that language's proxy is not trained here
+                    evidence, why = None, f"no {lang} proxy given"
+                elif check is None or not kept.exists():
+                    evidence, why = None, "another proxy"
+                else:
+                    evidence, why = check.check(rec, load_predictions(kept))
                 if evidence is None:
                     refused[why] = refused.get(why, 0) + 1
                     continue

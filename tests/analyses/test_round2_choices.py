@@ -144,6 +144,24 @@ def test_restore_puts_back_only_records_of_the_same_proxy_and_collect_then_gives
     assert read_json(results / "lr_nusax" / "records.json") == [other, same]
 
 
+def test_restore_leaves_records_of_a_proxy_language_not_given_and_says_so(tmp_path):
+    from round2_choices import restore_finished
+
+    results, work = tmp_path / "results", tmp_path / "runs"
+    nusax = {
+        "_path": "ind/jav/full/n100/seed0",
+        "method": "full",
+        "proxy_lang": "ind",
+        "proxy_fingerprint": "bbbb",
+    }
+    atomic_write_json(results / "nusax_primary" / "records.json", [nusax])
+    only_xnli = {"en": object()}  # the check is never asked about an Indonesian record
+    assert restore_finished(results, work, {"aaaa"}, only_xnli) == [
+        "nusax_primary: 0 restored, rerun: 1 (no ind proxy given)"
+    ]
+    assert not (work / "nusax_primary").exists()
+
+
 def test_restore_refuses_a_record_whose_predictions_are_missing(tmp_path):
     from round2_choices import restore_finished
 
