@@ -564,10 +564,11 @@ def verdicts(family: list[dict], alpha: float = 0.05, complete: bool = True) -> 
     claimed sign is CT-SFT higher on target accuracy (difference > 0) and a smaller drop on
     forgetting (drop minus drop < 0). "holds": every unit has p_holm < alpha with the claimed sign;
     "partly": some do; "not supported": none do (units significant the other way are counted too).
-    "not tested": the claim has no tested unit (every retention language degenerate). Records
-    without per-item predictions (the first round's) decide nothing. While the
+    "not tested": the claim has no tested unit (every retention language degenerate). While the
     family is not `complete` (runs missing), every claim is "not decided (family incomplete)": a
-    partial family would decide on fewer units and a smaller Holm correction than pre-registered."""
+    partial family would decide on fewer units and a smaller Holm correction than pre-registered.
+    A complete family whose records have no per-item predictions (the first round's) decides
+    nothing either."""
     out = []
     for number, (claim, other, measure) in enumerate(CLAIMS, start=1):
         units = [
@@ -578,10 +579,10 @@ def verdicts(family: list[dict], alpha: float = 0.05, complete: bool = True) -> 
         sign = 1 if measure == "target accuracy" else -1
         supported = [c for c in units if c["p_holm"] < alpha and sign * c["bootstrap"]["difference"] > 0]
         against = [c for c in units if c["p_holm"] < alpha and sign * c["bootstrap"]["difference"] < 0]
-        if not any(c.get("bootstrap") for c in family):
-            verdict = "not decided (no per-item predictions stored)"
-        elif not complete:
+        if not complete:
             verdict = "not decided (family incomplete)"
+        elif not any(c.get("bootstrap") for c in family):
+            verdict = "not decided (no per-item predictions stored)"
         elif not units:
             verdict = "not tested"
         elif len(supported) == len(units):

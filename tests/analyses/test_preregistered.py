@@ -158,3 +158,7 @@ def test_records_without_item_predictions_decide_nothing():
     ]  # fmt: skip
     got = {v["verdict"] for v in verdicts(no_predictions, complete=True)}
     assert got == {"not decided (no per-item predictions stored)"}
+    # A family with runs still missing says so, even while none of its contrasts has both sides
+    # (e.g. only the ct-sft runs done): the missing runs, not missing predictions, are the reason.
+    got = {v["verdict"] for v in verdicts(no_predictions, complete=False)}
+    assert got == {"not decided (family incomplete)"}
