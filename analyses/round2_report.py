@@ -175,7 +175,7 @@ def render(report: dict, path: Path) -> str:
                     else "-",
                     "p": f"{x['bootstrap']['p']:.4f}" if x.get("bootstrap") else "-",
                     "p Holm": f"{x['p_holm']:.4f}" if x.get("p_holm") is not None else "-",
-                    "note": x.get("excluded") or ("" if x.get("bootstrap") else "runs missing"),
+                    "note": x.get("excluded") or x.get("missing", ""),
                 }
                 for x in f["contrasts"]
             ]

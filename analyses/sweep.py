@@ -614,11 +614,13 @@ def _item_contrast(out: Path, index: dict, cell: tuple, other: str, lang: str, s
     """CT-SFT minus `other` on one language's per-item correctness after transfer, over shared seeds.
 
     On the target: accuracy(ct-sft) - accuracy(other). On a retention language: drop(ct-sft) -
-    drop(other) = after(other) - after(ct-sft), the 'before' model and items being the same."""
+    drop(other) = after(other) - after(ct-sft), the 'before' model and items being the same. With no
+    seed of both, `missing` says why: the other method has not run, or the runs kept no predictions."""
     pl, tg, n, k = cell
-    ct_rows, other_rows, used = [], [], []
+    ct_rows, other_rows, used, unpaired = [], [], [], False
     for seed in seeds:
         rb = index.get((pl, tg, other, k, n, seed)) or index.get((pl, tg, other, None, n, seed))
+        unpaired |= rb is None
         a = _correct(out, index[(pl, tg, "ct-sft", k, n, seed)], f"after/{lang}")
         b = None if rb is None else _correct(out, rb, f"after/{lang}")
         if a is None or b is None:
@@ -629,7 +631,7 @@ def _item_contrast(out: Path, index: dict, cell: tuple, other: str, lang: str, s
         other_rows.append(b[0])
         used.append(seed)
     if not used:
-        return {}
+        return {"missing": f"no {other} run yet" if unpaired else "no per-item predictions"}
     boot = paired_bootstrap(ct_rows, other_rows) if lang == tg else paired_bootstrap(other_rows, ct_rows)
     return {"bootstrap": boot, "seeds": used}
 
@@ -770,7 +772,7 @@ def _prereg_row(c: dict) -> dict:
     if "excluded" in c:
         result = {"difference pts [95%]": "-", "p": "-", "p Holm": "-", "seeds": c["excluded"]}
     elif boot is None:
-        result = {"difference pts [95%]": "-", "p": "-", "p Holm": "-", "seeds": "no per-item predictions"}
+        result = {"difference pts [95%]": "-", "p": "-", "p Holm": "-", "seeds": c["missing"]}
     else:
         result = {
             "difference pts [95%]": f"{100 * boot['difference']:+.1f} [{100 * boot['lo']:+.1f}, {100 * boot['hi']:+.1f}]",

@@ -63,6 +63,7 @@ def test_family_signs_exclusions_and_holm(tmp_path):
     # a degenerate retention readout is excluded, a control that never ran stays in the family
     assert all("excluded" in by[(o, "eng")] for o in ("full", "near-zero", "random"))
     assert "bootstrap" not in by[("random", "jav")] and by[("random", "jav")]["p_holm"] is None
+    assert by[("random", "jav")]["missing"] == "no random run yet"  # not blamed on predictions
     assert family["family_size"] == 6
     # the bootstrap is the paired one over the seeds' items, and Holm runs over all six (two missing)
     ct = [_items(12).correct.numpy(), _items(13).correct.numpy()]
@@ -74,6 +75,18 @@ def test_family_signs_exclusions_and_holm(tmp_path):
     expected = holm({str(k): p for k, p in tested.items()})
     for k in tested:
         assert by[k]["p_holm"] == expected[str(k)]
+
+
+def test_runs_without_stored_predictions_are_named_as_such(tmp_path):
+    ct = _run(tmp_path, "ct-sft", 0, {"jav": 12, "ind": 15})
+    full = _run(tmp_path, "full", 0, {"jav": 8, "ind": 10})
+    predictions_path(tmp_path, full).unlink()  # a first-round run: the record, no predictions
+    by = {
+        (c["versus"], c["language"]): c
+        for c in preregistered(tmp_path, [ct, full], readout_checks([ct, full]))["contrasts"]
+    }
+    assert by[("full", "jav")]["missing"] == "no per-item predictions"
+    assert by[("near-zero", "jav")]["missing"] == "no near-zero run yet"
 
 
 def test_other_items_are_refused(tmp_path):
